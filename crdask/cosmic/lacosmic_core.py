@@ -1,0 +1,181 @@
+"""L.A.Cosmic on one in-memory block: the algorithm, step by step.
+
+This module works on numpy arrays only; ``crdask.cosmic.lacosmic`` decides how
+a frame is cut into overlapping blocks and supplies the image-wide values
+(background levels) that a block cannot compute itself. Every step follows
+astroscrappy 1.3 (van Dokkum 2001 as implemented there): see the comments.
+
+Units: the block works in electrons (input x gain); variances in e-^2.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import lacosmic_steps as st
+from ..kernels.clean import clean_meanmask, clean_median, clean_medmask, clean_idw
+from ..kernels.convolve import convolve
+from ..kernels.laplace import laplacian_rebin
+from ..kernels.median import medfilt, sepmedfilt
+from ..kernels.morphology import dilate3, dilate5
+
+CLEANTYPES = ("median", "medmask", "meanmask", "idw")
+FSMODES = ("median", "convolve")
+#: Cleaners for which cleaning twice with the same mask changes nothing (so a
+#: block may stop iterating as soon as it finds nothing, whatever the rest of
+#: the frame does). The unmasked median reads flagged pixels and is not.
+IDEMPOTENT_CLEANTYPES = ("medmask", "meanmask", "idw")
+
+
+@dataclass(frozen=True)
+class LACosmicParams:
+    """Validated parameters, scalars rounded to float32 as astroscrappy does."""
+
+    sigclip: np.float32
+    sigfrac: np.float32
+    objlim: np.float32
+    gain: np.float32
+    readnoise: np.float32
+    satlevel: np.float32
+    niter: int
+    sepmed: bool
+    cleantype: str
+    fsmode: str
+    psfk: object  # float32 (ky, kx) kernel oriented for ``convolve``, or None
+
+    @property
+    def sigcliplow(self):
+        return np.float32(self.sigfrac * self.sigclip)
+
+
+# --- how far each step reaches (pixels), used for the Dask overlap depth ---
+
+def step_radii(p):
+    """Radii of influence of the steps of one iteration for parameters ``p``.
+
+    Returns a dict with ``mask`` (saturation/bad-pixel mask), ``detect``
+    (the candidate mask of one iteration from the current image) and
+    ``clean`` (the cleaning window).
+    """
+    r_noise = 3 if p.sepmed else 2          # sepmedfilt7 / medfilt5 of the variance
+    r_s = max(1, r_noise)                   # Laplacian (1) over the noise
+    r_sp = r_s + (3 if p.sepmed else 2)     # s minus its median
+    if p.fsmode == "median":
+        r_f = 2 + 4 if p.sepmed else 1 + 3  # f = med5/med3, minus med9/med7
+    else:
+        kr = max(p.psfk.shape) // 2
+        r_f = r_noise + kr + (4 if p.sepmed else 3)
+    r_f = max(r_f, r_noise)
+    return {
+        "mask": (3 if p.sepmed else 2) + 2 * 2,  # median, then dilate5 twice
+        "detect": max(r_sp, r_f) + 2,            # two 3x3 growths
+        "clean": 2,
+    }
+
+
+def overlap_depth(p, niter=None):
+    """Overlap needed so that a block's interior equals the whole-frame result.
+
+    A block's values go wrong only near its cut edges. The saturation mask is
+    wrong within ``mask`` of the cut; each iteration's detections within the
+    previous contamination plus ``detect``, its cleaning two further. The
+    recursion below follows that, iteration by iteration.
+    """
+    r = step_radii(p)
+    n = p.niter if niter is None else niter
+    state = 0
+    for _ in range(n):
+        state = max(state + r["detect"], r["mask"] + 2) + r["clean"]
+    return max(state, r["mask"])
+
+
+# --- the steps ---
+
+def to_electrons(data, gain):
+    """``data * gain`` as float32 (multiplied in the input's precision)."""
+    return np.ascontiguousarray(np.asarray(data) * gain, dtype=np.float32)
+
+
+def initial_variance(clean_e, bkg_e, invar, p):
+    """Noise model in e-^2: given variance x gain^2 (minus the background's
+    Poisson part, which is added back unsmoothed), or data + readnoise^2."""
+    if invar is not None:
+        var = np.asarray(invar, dtype=np.float32) * np.float32(p.gain * p.gain)
+        if bkg_e is not None:
+            var = var - bkg_e
+    elif bkg_e is not None:
+        var = (clean_e - bkg_e) + np.float32(p.readnoise * p.readnoise)
+    else:
+        var = clean_e + np.float32(p.readnoise * p.readnoise)
+    return np.ascontiguousarray(var, dtype=np.float32)
+
+
+def _median(img, size, sepmed):
+    return sepmedfilt(img, size + 2) if sepmed else medfilt(img, size)
+
+
+def bad_pixel_mask(clean_e, inmask, p):
+    """Input mask grown by 1 pixel, plus saturated stars grown by 4.
+
+    Saturated pixels count as a star when the local median (sepmed 7 or
+    full 5x5) exceeds a tenth of ``satlevel``.
+    """
+    sat = clean_e >= p.satlevel
+    smooth = _median(clean_e, 5, p.sepmed)
+    sat &= smooth > np.float32(float(p.satlevel) / 10.0)
+    return dilate5(sat, 2) | dilate3(inmask)
+
+
+def detect_once(clean, var, bkg_e, bad, p):
+    """One L.A.Cosmic detection: bool mask of CR pixels and its count."""
+    noise = _median(var, 5, p.sepmed)            # CR-free variance estimate
+    if bkg_e is not None:
+        noise += bkg_e                            # background Poisson, unsmoothed
+    st.noise_map(noise)
+    s = st.divide_twice_noise(laplacian_rebin(clean), noise)
+    sp = st.subtract_inplace(s, _median(s, 5, p.sepmed))  # s is reused as sp
+    if p.fsmode == "convolve":
+        num, den = st.weighted_inputs(clean, noise)
+        f = st.divide_inplace(convolve(num, p.psfk), convolve(den, p.psfk))
+    else:
+        f = _median(clean, 3, p.sepmed)
+    f = st.fine_structure_contrast(f, _median(f, 7, p.sepmed), noise)
+    cand = st.initial_candidates(sp, f, bad, p.sigclip, p.objlim)
+    cand, _ = st.grow_candidates(cand, sp, bad, p.sigclip)
+    return st.grow_candidates(cand, sp, bad, p.sigcliplow)
+
+
+def clean_pass(arr, crmask, bad, background, cleantype):
+    """Replace ``crmask`` pixels of ``arr`` in place with ``cleantype``."""
+    if cleantype == "median":
+        clean_median(arr, crmask)
+    elif cleantype == "meanmask":
+        clean_meanmask(arr, crmask, bad, background)
+    elif cleantype == "medmask":
+        clean_medmask(arr, crmask, bad, background)
+    else:
+        clean_idw(arr, crmask, bad, background)
+
+
+def iterate(clean, var, bkg_e, bad, p, bg_level, bg_var_level, n_iter,
+            stop_when_clean=True, count_region=None):
+    """Run up to ``n_iter`` detect-and-clean iterations on ``clean``/``var``.
+
+    ``stop_when_clean`` stops at the first iteration that finds nothing (the
+    astroscrappy rule, and a safe local rule for idempotent cleaners).
+    ``count_region`` (a tuple of slices) makes the function also return a bit
+    field: bit ``i`` set when iteration ``i`` found CR pixels inside it.
+    Returns ``(crmask, bits)``; ``clean`` and ``var`` are cleaned in place.
+    """
+    crmask = np.zeros(clean.shape, dtype=np.bool_)
+    bits = 0
+    for it in range(n_iter):
+        found, count = detect_once(clean, var, bkg_e, bad, p)
+        if count_region is not None and found[count_region].any():
+            bits |= 1 << it
+        st.or_into(crmask, found)
+        if count == 0 and stop_when_clean:
+            break
+        clean_pass(clean, crmask, bad, bg_level, p.cleantype)
+        clean_pass(var, crmask, bad, bg_var_level, p.cleantype)
+    return crmask, bits

@@ -1,0 +1,128 @@
+"""Element-wise and neighbourhood steps of one L.A.Cosmic iteration, fused.
+
+All arrays are C-contiguous ``(ny, nx)``; float32 for images, bool for masks.
+Thresholds arrive as float32 so the comparisons are made in float32, as in
+astroscrappy.
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def noise_map(smoothed_var):
+    """``sqrt(max(var, 1e-5))`` in place: var (e-^2) -> noise (e-)."""
+    ny, nx = smoothed_var.shape
+    floor = np.float32(0.00001)
+    for j in range(ny):
+        for i in range(nx):
+            v = smoothed_var[j, i]
+            if v < floor:
+                v = floor
+            smoothed_var[j, i] = np.sqrt(v)
+    return smoothed_var
+
+
+@njit(cache=True, nogil=True)
+def divide_twice_noise(lap, noise):
+    """``lap / (2 * noise)`` in place: the Laplacian-to-noise image."""
+    ny, nx = lap.shape
+    two = np.float32(2.0)
+    for j in range(ny):
+        for i in range(nx):
+            lap[j, i] = lap[j, i] / (two * noise[j, i])
+    return lap
+
+
+@njit(cache=True, nogil=True)
+def subtract_inplace(a, b):
+    """``a -= b`` (float32) and return ``a``."""
+    ny, nx = a.shape
+    for j in range(ny):
+        for i in range(nx):
+            a[j, i] = a[j, i] - b[j, i]
+    return a
+
+
+@njit(cache=True, nogil=True)
+def fine_structure_contrast(f, f_large, noise):
+    """``max((f - f_large) / noise, 0.01)`` in place on ``f``."""
+    ny, nx = f.shape
+    floor = np.float32(0.01)
+    for j in range(ny):
+        for i in range(nx):
+            v = (f[j, i] - f_large[j, i]) / noise[j, i]
+            if v < floor:
+                v = floor
+            f[j, i] = v
+    return f
+
+
+@njit(cache=True, nogil=True)
+def weighted_inputs(clean, noise):
+    """``(clean / noise / noise, 1 / noise / noise)`` for the matched filter."""
+    ny, nx = clean.shape
+    a = np.empty((ny, nx), dtype=np.float32)
+    b = np.empty((ny, nx), dtype=np.float32)
+    one = np.float32(1.0)
+    for j in range(ny):
+        for i in range(nx):
+            n = noise[j, i]
+            a[j, i] = clean[j, i] / n / n
+            b[j, i] = one / n / n
+    return a, b
+
+
+@njit(cache=True, nogil=True)
+def divide_inplace(a, b):
+    """``a /= b`` (float32) and return ``a``."""
+    ny, nx = a.shape
+    for j in range(ny):
+        for i in range(nx):
+            a[j, i] = a[j, i] / b[j, i]
+    return a
+
+
+@njit(cache=True, nogil=True)
+def initial_candidates(sp, fs, bad, sigclip, objlim):
+    """Pixels with ``sp > sigclip``, not ``bad`` and ``sp / fs > objlim``."""
+    ny, nx = sp.shape
+    out = np.empty((ny, nx), dtype=np.bool_)
+    for j in range(ny):
+        for i in range(nx):
+            s = sp[j, i]
+            out[j, i] = (s > sigclip) and (not bad[j, i]) and (s / fs[j, i] > objlim)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def grow_candidates(cand, sp, bad, thresh):
+    """3x3 dilation of ``cand`` (outer ring copied), then keep pixels that are
+    not ``bad`` and have ``sp > thresh``. Returns (new mask, its pixel count)."""
+    ny, nx = cand.shape
+    out = np.empty((ny, nx), dtype=np.bool_)
+    count = 0
+    for j in range(ny):
+        for i in range(nx):
+            if j == 0 or i == 0 or j == ny - 1 or i == nx - 1:
+                v = cand[j, i]
+            else:
+                v = (cand[j - 1, i - 1] or cand[j - 1, i] or cand[j - 1, i + 1]
+                     or cand[j, i - 1] or cand[j, i] or cand[j, i + 1]
+                     or cand[j + 1, i - 1] or cand[j + 1, i] or cand[j + 1, i + 1])
+            v = v and (not bad[j, i]) and sp[j, i] > thresh
+            out[j, i] = v
+            if v:
+                count += 1
+    return out, count
+
+
+@njit(cache=True, nogil=True)
+def or_into(acc, new):
+    """``acc |= new`` in place."""
+    ny, nx = acc.shape
+    for j in range(ny):
+        for i in range(nx):
+            if new[j, i]:
+                acc[j, i] = True
+    return acc
