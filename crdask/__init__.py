@@ -5,6 +5,6 @@
 """
 
 from ._version import __version__
-from .cosmic import detect_cosmics, lacosmic
+from .cosmic import cosmicray_median, detect_cosmics, lacosmic
 
-__all__ = ["__version__", "lacosmic", "detect_cosmics"]
+__all__ = ["__version__", "lacosmic", "detect_cosmics", "cosmicray_median"]

@@ -1,5 +1,6 @@
 """Cosmic-ray detection algorithms on numpy or Dask arrays (layer 2)."""
 
 from .lacosmic import detect_cosmics, lacosmic
+from .median_method import cosmicray_median
 
-__all__ = ["lacosmic", "detect_cosmics"]
+__all__ = ["lacosmic", "detect_cosmics", "cosmicray_median"]

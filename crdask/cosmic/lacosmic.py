@@ -118,7 +118,7 @@ def lacosmic(data, inmask=None, inbkg=None, invar=None, sigclip=4.5,
     padwidth = int(check_number("padwidth", padwidth, minimum=0, integer=True))
     lazy = isinstance(data, da.Array)
     data = as_image("data", data)
-    inmask = None if inmask is None else as_image("inmask", inmask, kind="mask")
+    inmask = None if inmask is None else as_image("inmask", inmask)
     inbkg = None if inbkg is None else as_image("inbkg", inbkg)
     invar = None if invar is None else as_image("invar", invar)
     for name, arr in (("inmask", inmask), ("inbkg", inbkg), ("invar", invar)):

@@ -1,8 +1,7 @@
 """PSF kernels for the matched-filter fine-structure image (``fsmode='convolve'``).
 
-The grid is astroscrappy's: offsets ``arange(size) - size / 2`` (so for an odd
-``size`` the model peak sits half a pixel from the kernel centre, as in
-astroscrappy 1.3; we keep it for parity). Kernels are float32, sum to 1.
+Pixel offsets from the kernel centre are ``arange(size) - size // 2`` (as in
+astroscrappy). Kernels are float32 and sum to 1.
 """
 
 import numpy as np
@@ -12,7 +11,7 @@ PSF_MODELS = ("gauss", "gaussx", "gaussy", "gaussxy", "moffat")
 
 
 def _grid(size):
-    x = np.tile(np.arange(size) - size / 2, (size, 1))
+    x = np.tile(np.arange(size) - size // 2, (size, 1))
     return x, x.T.copy()
 
 

@@ -37,12 +37,12 @@ def check_number(name, value, minimum=None, strict=False, integer=False,
     return int(value) if integer else v
 
 
-def as_image(name, arr, kind="image"):
+def as_image(name, arr):
     """Check a 2-D, non-empty, real-valued array (numpy or Dask).
 
     Big-endian numpy data (as read from FITS) is converted to native byte
-    order; the caller's array is never modified. ``kind='mask'`` accepts
-    booleans and integers (non-zero = masked).
+    order; the caller's array is never modified. For ``kind='mask'`` any
+    non-zero value means masked.
     """
     if not isinstance(arr, da.Array):
         arr = np.asarray(arr)
@@ -52,14 +52,9 @@ def as_image(name, arr, kind="image"):
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
     dt = arr.dtype
-    if kind == "mask":
-        if dt.kind not in "biu":
-            raise TypeError(f"{name} must be boolean or integer, got dtype {dt}")
-    elif dt.kind not in "biuf":
+    if dt.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {dt}")
-    if not isinstance(arr, da.Array) and not dt.isnative:
-        arr = arr.astype(dt.newbyteorder("="))
-    elif isinstance(arr, da.Array) and not dt.isnative:
+    if not dt.isnative:
         arr = arr.astype(dt.newbyteorder("="))
     return arr
 
