@@ -1,0 +1,349 @@
+"""Clean cosmic rays from many FITS files, in-process or on a Dask cluster.
+
+One input file is one task: the task reads its file, runs
+:func:`crdask.lacosmic` (which itself uses ``num_threads`` threads), writes
+its output atomically and returns a small summary dict. Pixels never travel
+through the scheduler, so the same code runs on a laptop's ``LocalCluster``
+or on a cluster whose workers share a filesystem with the inputs.
+
+Decisions (an astronomer's expectations, written down):
+
+* Output name: ``<input stem><suffix>.fits`` in ``out_dir`` (``.fits``,
+  ``.fit``, ``.fts`` and a ``.gz``/``.fz``/``.bz2`` compression suffix are
+  stripped from the stem); outputs are written uncompressed.
+* Output content: primary HDU = cleaned data (float32, physical units of the
+  input) with the input header minus the integer-scaling cards; HISTORY
+  lines with the crdask version, every parameter and the input file; keyword
+  ``CRNFIX`` = number of CR pixels; extension ``MASK`` (uint8, 1 = CR).
+  Outputs carry no timestamp, so the same inputs and parameters give
+  byte-identical files whatever the number of workers or threads.
+* A frame whose input cannot be used (missing, truncated, no 2-D data, bad
+  keyword), whose output exists (without ``overwrite``) or whose output name
+  collides with another input's is set aside: its summary has ``ok=False``
+  and a one-line ``error`` ``"FILE[HDU]: problem"``; the others still run.
+* Default local cluster: ``min(files, cores, memory / 2 GiB)`` worker
+  processes, sharing the cores as threads; each worker cleans one file at a
+  time (a Dask resource) with all its threads, so cores are never
+  oversubscribed. With an external scheduler (``scheduler=``), each task
+  uses ``threads_per_worker`` threads (default 1), since a worker runs as many
+  tasks at once as it has threads.
+"""
+
+import inspect
+import os
+import time
+import warnings
+
+import numpy as np
+from astropy.io import fits
+
+from .._version import __version__
+from ..cosmic.lacosmic import lacosmic, make_params
+from ..io.atomic import OutputExistsError
+from ..io.fits import (
+    FitsInputError,
+    header_number,
+    history_lines,
+    output_header,
+    parse_hdu,
+    read_image,
+    write_fits_atomic,
+)
+
+__all__ = [
+    "LACOSMIC_DEFAULTS",
+    "ClusterError",
+    "validate_params",
+    "output_name",
+    "plan_outputs",
+    "clean_one",
+    "clean_files",
+    "local_cluster_size",
+]
+
+_NOT_OPTIONS = {"data", "inmask", "inbkg", "invar", "psfk", "verbose", "num_threads"}
+
+#: The scalar ``lacosmic`` parameters a file pipeline can set, with their
+#: defaults, in signature order (taken from ``lacosmic`` itself, so they
+#: cannot drift apart).
+LACOSMIC_DEFAULTS = {name: p.default
+                     for name, p in inspect.signature(lacosmic).parameters.items()
+                     if name not in _NOT_OPTIONS}
+
+_RESOURCE = "crdask_file"   # one file at a time per worker of our LocalCluster
+_BYTES_PER_WORKER = 2 * 2**30
+
+
+class ClusterError(RuntimeError):
+    """The Dask cluster could not be started or reached (a configuration error)."""
+
+
+def validate_params(params):
+    """Check ``lacosmic`` parameters before any file is touched.
+
+    Returns the complete parameter dict (defaults filled in); raises
+    ``ValueError``/``TypeError`` naming the parameter, as ``lacosmic`` would.
+    """
+    unknown = set(params) - set(LACOSMIC_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown lacosmic parameter(s): {', '.join(sorted(unknown))}")
+    full = {**LACOSMIC_DEFAULTS, **params}
+    make_params(psfk=None, **{k: v for k, v in full.items() if k != "padwidth"})
+    if isinstance(full["padwidth"], bool) or int(full["padwidth"]) != full["padwidth"] \
+            or full["padwidth"] < 0:
+        raise ValueError(f"padwidth must be an integer >= 0, got {full['padwidth']!r}")
+    return full
+
+
+_FITS_EXT = (".fits", ".fit", ".fts")
+_COMPRESS_EXT = (".gz", ".fz", ".bz2")
+
+
+def output_name(path, suffix="_crclean"):
+    """``dir/frame.fits.gz`` -> ``frame<suffix>.fits``."""
+    name = os.path.basename(os.fspath(path))
+    low = name.lower()
+    for ext in _COMPRESS_EXT:
+        if low.endswith(ext):
+            name, low = name[:-len(ext)], low[:-len(ext)]
+            break
+    for ext in _FITS_EXT:
+        if low.endswith(ext):
+            name = name[:-len(ext)]
+            break
+    else:
+        name = os.path.splitext(name)[0] or name
+    return f"{name}{suffix}.fits"
+
+
+def _key(path):
+    return os.path.normcase(os.path.realpath(path))
+
+
+def plan_outputs(inputs, out_dir, suffix="_crclean"):
+    """``[(input, output, error)]``: the output path of each input, or an error
+    line if it would collide with another input's output or be an input."""
+    inputs = [os.fspath(p) for p in inputs]
+    input_keys = {_key(p) for p in inputs}
+    taken = {}
+    plan = []
+    for p in inputs:
+        out = os.path.join(os.fspath(out_dir), output_name(p, suffix))
+        k = _key(out)
+        if k in input_keys:
+            plan.append((p, None, f"{p}: output {out} would overwrite an input "
+                         "(choose another --out-dir or --suffix)"))
+        elif k in taken:
+            plan.append((p, None, f"{p}: output {out} is also the output of "
+                         f"{taken[k]} (listed twice, or same name in two folders?)"))
+        else:
+            taken[k] = p
+            plan.append((p, out, None))
+    return plan
+
+
+def _summary(job, **kw):
+    s = {"input": job["input"], "output": job["output"], "hdu": job.get("hdu"),
+         "ok": False, "ncr": None, "seconds": None, "shape": None, "error": None,
+         "warnings": []}
+    s.update(kw)
+    return s
+
+
+def _where(job, hdu):
+    return job["input"] if hdu is None else f"{job['input']}[{hdu}]"
+
+
+def clean_one(job):
+    """Clean one file; the task run on a worker (or in-process).
+
+    ``job`` is a dict with keys ``input``, ``output``, ``params`` (complete
+    ``lacosmic`` parameters), ``hdu``, ``mask_hdu``, ``gain_key``,
+    ``readnoise_key``, ``overwrite``, ``num_threads``. Returns a summary dict
+    (``ok``, ``ncr``, ``seconds``, ``shape``, ``error``, ``warnings``, ...);
+    problems with the file are reported in it, never raised.
+    """
+    t0 = time.perf_counter()
+    hdu = parse_hdu(job.get("hdu"))
+    label = hdu if not isinstance(hdu, tuple) else ",".join(map(str, hdu))
+    try:
+        if not job.get("overwrite") and os.path.lexists(job["output"]):
+            raise OutputExistsError(job["output"])
+        image = read_image(job["input"], hdu=hdu, mask_hdu=job.get("mask_hdu"))
+        label = image.hdu
+        params = dict(job["params"])
+        sources = {}
+        for name, key, minimum in (("gain", job.get("gain_key"), None),
+                                   ("readnoise", job.get("readnoise_key"), 0.0)):
+            if not key:
+                continue
+            value = header_number(image, key)
+            if (minimum is None and not value > 0) or (minimum is not None
+                                                       and value < minimum):
+                need = "> 0" if minimum is None else ">= 0"
+                raise FitsInputError(image.path, image.hdu, f"keyword {key} = {value!r} "
+                                     f"is not a valid {name} (must be {need})", keyword=key)
+            params[name] = value
+            sources[name] = key
+        crmask, clean = lacosmic(image.data, inmask=image.mask,
+                                 num_threads=job.get("num_threads"), **params)
+        ncr = int(np.count_nonzero(crmask))
+
+        header = output_header(image)
+        header["CRNFIX"] = (ncr, "cosmic-ray pixels found and cleaned (crdask)")
+        header.add_history(f"crdask {__version__} lacosmic")
+        header.add_history(f"input: {os.path.basename(image.path)}[{image.hdu}]")
+        words = []
+        for k, v in params.items():
+            words.append(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}")
+            if k in sources:
+                words[-1] += f"({sources[k]})"
+        if image.mask is not None:
+            words.append(f"inmask=[{job.get('mask_hdu')}]")
+        for line in history_lines(words):
+            header.add_history(line)
+        header.add_history(f"crdask lacosmic: CRNFIX={ncr} cosmic-ray pixels cleaned")
+        primary = fits.PrimaryHDU(data=np.asarray(clean, dtype=np.float32), header=header)
+        mask_hdu = fits.ImageHDU(data=crmask.astype(np.uint8), name="MASK")
+        mask_hdu.header["COMMENT"] = "1 = cosmic-ray pixel found by crdask lacosmic"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            write_fits_atomic([primary, mask_hdu], job["output"],
+                              overwrite=bool(job.get("overwrite")))
+        msgs = list(image.warnings)
+        for w in caught:
+            text = " ".join(str(w.message).split())
+            if text not in msgs:
+                msgs.append(text)
+        return _summary(job, hdu=image.hdu, ok=True, ncr=ncr, shape=image.data.shape,
+                        gain=params["gain"], readnoise=params["readnoise"],
+                        seconds=time.perf_counter() - t0, warnings=msgs)
+    except FitsInputError as e:
+        err = str(e)
+    except OutputExistsError as e:
+        err = f"{_where(job, label)}: {e}"
+    except Exception as e:  # anything else still only sets this frame aside
+        err = f"{_where(job, label)}: {type(e).__name__}: {e}"
+    return _summary(job, hdu=label, error=err, seconds=time.perf_counter() - t0)
+
+
+def local_cluster_size(nfiles, workers=None, threads_per_worker=None, cores=None,
+                       memory=None):
+    """``(n_workers, threads_per_worker)`` for the default ``LocalCluster``.
+
+    Never more workers than files; unset values share the machine's cores
+    (at least 2 GiB of memory per worker).
+    """
+    cores = cores or os.cpu_count() or 1
+    if memory is None:
+        try:
+            from distributed.system import MEMORY_LIMIT as memory
+        except ImportError:  # pragma: no cover
+            memory = _BYTES_PER_WORKER * cores
+    nfiles = max(1, int(nfiles))
+    if workers is None and threads_per_worker is None:
+        n = max(1, min(nfiles, cores, int(memory // _BYTES_PER_WORKER)))
+        return n, max(1, cores // n)
+    if workers is None:
+        return max(1, min(nfiles, cores // threads_per_worker)), threads_per_worker
+    n = max(1, min(nfiles, workers))
+    if threads_per_worker is None:
+        return n, max(1, cores // n)
+    return n, threads_per_worker
+
+
+def clean_files(inputs, out_dir, params=None, *, hdu=None, mask_hdu=None, gain_key=None,
+                readnoise_key=None, suffix="_crclean", overwrite=False, scheduler=None,
+                workers=None, threads_per_worker=None, on_result=None, log=None):
+    """Clean cosmic rays from ``inputs`` (FITS paths), writing into ``out_dir``.
+
+    A single input (or a single one left after set-asides) without
+    ``scheduler`` runs in this process (``lacosmic``
+    uses ``threads_per_worker`` threads, default all cores). Several inputs
+    run one task per file on the Dask scheduler at ``scheduler``, or on a
+    ``LocalCluster`` of ``workers`` processes x ``threads_per_worker`` threads
+    (default: sized to the machine, see :func:`local_cluster_size`).
+
+    ``on_result(summary)`` is called as each file finishes; ``log(text)`` with
+    a line describing the cluster. Returns the summaries in input order.
+    Raises ``ValueError`` for bad parameters and :class:`ClusterError` if the
+    cluster cannot be started or reached.
+    """
+    params = validate_params(params or {})
+    for name, v in (("workers", workers), ("threads_per_worker", threads_per_worker)):
+        if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    on_result = on_result or (lambda s: None)
+    log = log or (lambda s: None)
+    os.makedirs(out_dir, exist_ok=True)
+
+    results = [None] * len(inputs)
+    jobs = []
+    for i, (path, out, err) in enumerate(plan_outputs(inputs, out_dir, suffix)):
+        job = {"input": path, "output": out, "params": params, "hdu": hdu,
+               "mask_hdu": mask_hdu, "gain_key": gain_key, "readnoise_key": readnoise_key,
+               "overwrite": bool(overwrite), "num_threads": threads_per_worker}
+        if err is not None:
+            results[i] = _summary(job, error=err)
+            on_result(results[i])
+        else:
+            jobs.append((i, job))
+    if not jobs:
+        return results
+
+    if scheduler is None and len(jobs) == 1:  # one file: no cluster needed
+        for i, job in jobs:
+            results[i] = clean_one(job)
+            on_result(results[i])
+        return results
+
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as e:  # pragma: no cover - a core dependency
+        raise ClusterError(f"dask.distributed is not installed: {e}") from None
+
+    cluster = None
+    resources = None
+    try:
+        if scheduler is not None:
+            client = Client(scheduler)  # timeout: distributed.comm.timeouts.connect
+            threads = threads_per_worker or 1
+            n = len(client.nthreads())
+            log(f"scheduler {scheduler}: {n} workers, {threads} thread(s) per file")
+        else:
+            n, threads = local_cluster_size(len(jobs), workers, threads_per_worker)
+            cluster = LocalCluster(n_workers=n, threads_per_worker=threads,
+                                   processes=True, resources={_RESOURCE: 1},
+                                   dashboard_address=":0")
+            client = Client(cluster)
+            resources = {_RESOURCE: 1}
+            log(f"local cluster: {n} worker process(es) x {threads} thread(s)")
+    except Exception as e:
+        if cluster is not None:
+            cluster.close()
+        where = f"scheduler {scheduler}" if scheduler else "a local Dask cluster"
+        raise ClusterError(f"cannot use {where}: {type(e).__name__}: {e}") from None
+
+    try:
+        futures = {}
+        for i, job in jobs:
+            job = dict(job, num_threads=threads)
+            fut = client.submit(clean_one, job, pure=False, resources=resources,
+                                key=f"crdask-lacosmic-{i}-{os.urandom(4).hex()}")
+            futures[fut] = (i, job)
+        for fut in as_completed(list(futures)):
+            i, job = futures[fut]
+            try:
+                summary = fut.result()
+            except Exception as e:  # e.g. KilledWorker: the worker died
+                summary = _summary(job, error=f"{_where(job, job.get('hdu'))}: task failed: "
+                                   f"{type(e).__name__}: {e}")
+            fut.release()
+            results[i] = summary
+            on_result(summary)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results
+
