@@ -101,3 +101,28 @@ def test_overlap_depth_follows_parameters():
     assert full < d4  # full medians reach less far than the separable 7/9
     conv = overlap_depth(make_params(niter=4, **{**base, "fsmode": "convolve", "psfsize": 11}))
     assert conv > d4
+
+
+@pytest.mark.parametrize("cleantype,passes", [("meanmask", 1), ("median", 2)])
+def test_each_block_is_processed_once_per_pass(monkeypatch, cleantype, passes):
+    """The graph must not duplicate work: one iteration loop per block (two
+    for cleantype='median', whose first pass finds the global stopping
+    iteration), one bad-pixel mask per block."""
+    from crdask.cosmic import lacosmic_core as core
+    calls = {"iterate": 0, "mask": 0}
+    real_iterate, real_mask = core.iterate, core.bad_pixel_mask
+
+    def counting_iterate(*a, **k):
+        calls["iterate"] += 1
+        return real_iterate(*a, **k)
+
+    def counting_mask(*a, **k):
+        calls["mask"] += 1
+        return real_mask(*a, **k)
+
+    monkeypatch.setattr(core, "iterate", counting_iterate)
+    monkeypatch.setattr(core, "bad_pixel_mask", counting_mask)
+    arr = da.from_array(FRAME.data, chunks=(50, 85))  # 3 x 2 blocks
+    dask.compute(*lacosmic(arr, cleantype=cleantype, **KW), scheduler="threads")
+    assert calls["mask"] == 6
+    assert calls["iterate"] == 6 * passes

@@ -25,10 +25,9 @@ import os
 import dask
 import dask.array as da
 import numpy as np
-from dask.array.overlap import ensure_minimum_chunksize
 
-from ..kernels.select import histogram_high, histogram_low, key_to_float, locate_rank
 from . import lacosmic_core as core
+from .lacosmic_graph import lacosmic_graph
 from .psf import PSF_MODELS, psf_kernel
 from .validation import (
     as_image,
@@ -128,19 +127,17 @@ def lacosmic(data, inmask=None, inbkg=None, invar=None, sigclip=4.5,
     if lazy:
         return lacosmic_dask(data, inmask, inbkg, invar, params, padwidth=padwidth)
 
+    # numpy: the same graph on row strips, one per thread (strips keep the
+    # halo overhead to 2 * depth rows per strip); identical to a single block.
     threads = num_threads or os.cpu_count() or 1
     depth = core.overlap_depth(params)
-    ny = data.shape[0] + 2 * padwidth
-    nstrips = max(1, min(threads, ny // (4 * depth + 1)))
-    rows = -(-ny // nstrips)
-    arrays = [None if a is None else da.from_array(_pad(a, padwidth), chunks=(rows, -1))
+    nstrips = max(1, min(threads, data.shape[0] // (4 * depth + 1)))
+    rows = -(-data.shape[0] // nstrips)
+    arrays = [None if a is None else da.from_array(a, chunks=(rows, -1))
               for a in (data, inmask, inbkg, invar)]
-    crmask, clean = _lacosmic_graph(*arrays, params, depth)
+    crmask, clean = lacosmic_dask(*arrays, params, padwidth=padwidth)
     with dask.config.set(scheduler="threads", num_workers=threads):
         crmask, clean = dask.compute(crmask, clean)
-    if padwidth:
-        crop = (slice(padwidth, -padwidth), slice(padwidth, -padwidth))
-        crmask, clean = crmask[crop], clean[crop]
     if verbose:
         print(f"{int(crmask.sum())} cosmic-ray pixels found")
     return np.ascontiguousarray(crmask), np.ascontiguousarray(clean)
@@ -196,91 +193,6 @@ def make_params(*, sigclip, sigfrac, objlim, gain, readnoise, satlevel, niter,
         sepmed=bool(sepmed), cleantype=cleantype, fsmode=fsmode, psfk=kernel)
 
 
-# ---------------------------------------------------------------------------
-# Block functions (run on numpy blocks that carry their halo).
-# ---------------------------------------------------------------------------
-
-def _prepare(data, inmask, inbkg, invar, p):
-    """Electrons, background, variance and bad-pixel mask of one block."""
-    bad_input = ~np.isfinite(data)
-    if inbkg is not None:
-        bad_input |= ~np.isfinite(inbkg)
-    if invar is not None:
-        bad_input |= ~np.isfinite(invar)
-    any_bad = bad_input.any()
-    if any_bad:
-        data = np.where(bad_input, 0, data)
-        inbkg = None if inbkg is None else np.where(bad_input, 0, inbkg)
-        invar = None if invar is None else np.where(bad_input, 0, invar)
-    clean = core.to_electrons(data, p.gain)
-    bkg = None if inbkg is None else core.to_electrons(inbkg, p.gain)
-    var = core.initial_variance(clean, bkg, invar, p)
-    given = bad_input if inmask is None else (np.asarray(inmask, dtype=bool) | bad_input)
-    bad = core.bad_pixel_mask(clean, np.ascontiguousarray(given), p)
-    if bkg is not None:
-        clean -= bkg
-    return clean, bkg, var, bad, (bad_input if any_bad else None)
-
-
-def _edge_trim(block_info, depth, shape):
-    """Slices that drop the halo of an overlapped block (none at frame edges)."""
-    info = block_info[0]
-    sl = []
-    for ax in range(2):
-        loc = info["chunk-location"][ax]
-        n = info["num-chunks"][ax]
-        lo = depth if loc > 0 else 0
-        hi = shape[ax] - (depth if loc < n - 1 else 0)
-        sl.append(slice(lo, hi))
-    return tuple(sl)
-
-
-def _levels_hist_block(data, inmask, inbkg, invar, p, depth, high=None, block_info=None):
-    # Histograms of the electrons image and the variance over good pixels of
-    # this block's interior (for the exact image-wide medians).
-    clean, _, var, bad, _ = _prepare(data, inmask, inbkg, invar, p)
-    inner = _edge_trim(block_info, depth, data.shape)
-    c, v, b = (np.ascontiguousarray(a[inner]) for a in (clean, var, bad))
-    if high is None:
-        h = np.stack([histogram_high(c, b), histogram_high(v, b)])
-    else:
-        h = np.stack([histogram_low(c, b, high[0]), histogram_low(v, b, high[1])])
-    return h[None, None]
-
-
-def _main_block(data, inmask, inbkg, invar, p, depth, levels, n_iter, stop_when_clean,
-                block_info=None):
-    # Full L.A.Cosmic on an overlapped block; returns (2, y, x) float32:
-    # cleaned data (ADU) and the CR mask as 0/1, halo removed.
-    clean, bkg, var, bad, bad_input = _prepare(data, inmask, inbkg, invar, p)
-    bg_level, bg_var_level = (np.float32(v) for v in levels)
-    crmask, _ = core.iterate(clean, var, bkg, bad, p, bg_level, bg_var_level,
-                             int(n_iter), stop_when_clean=stop_when_clean)
-    if bkg is not None:
-        clean += bkg
-    clean /= p.gain
-    if bad_input is not None:
-        clean[bad_input] = np.asarray(data, dtype=np.float32)[bad_input]
-    inner = _edge_trim(block_info, depth, data.shape)
-    return np.stack([clean[inner], crmask[inner].astype(np.float32)])
-
-
-def _iteration_bits_block(data, inmask, inbkg, invar, p, depth, levels, block_info=None):
-    # For cleantype='median': which iterations find CRs in this block's
-    # interior when all ``niter`` iterations run (no early stop).
-    clean, bkg, var, bad, _ = _prepare(data, inmask, inbkg, invar, p)
-    bg_level, bg_var_level = (np.float32(v) for v in levels)
-    inner = _edge_trim(block_info, depth, data.shape)
-    _, bits = core.iterate(clean, var, bkg, bad, p, bg_level, bg_var_level, p.niter,
-                           stop_when_clean=False, count_region=inner)
-    flags = np.array([(bits >> i) & 1 for i in range(p.niter)], dtype=np.uint8)
-    return flags[None, None]
-
-
-# ---------------------------------------------------------------------------
-# Graph construction.
-# ---------------------------------------------------------------------------
-
 def _pad(a, width):
     if a is None or not width:
         return a
@@ -292,99 +204,13 @@ def _pad(a, width):
 def lacosmic_dask(data, inmask, inbkg, invar, params, padwidth=0):
     """Lazy L.A.Cosmic on Dask arrays (already validated); returns
     ``(crmask, cleanarr)`` Dask arrays with ``data``'s shape."""
-    depth = core.overlap_depth(params)
     arrays = [None if a is None else _pad(da.asarray(a), padwidth)
               for a in (data, inmask, inbkg, invar)]
-    crmask, clean = _lacosmic_graph(*arrays, params, depth)
+    crmask, clean = lacosmic_graph(*arrays, params)
     if padwidth:
         crop = (slice(padwidth, -padwidth), slice(padwidth, -padwidth))
         crmask, clean = crmask[crop], clean[crop]
     return crmask, clean
-
-
-def _lacosmic_graph(data, inmask, inbkg, invar, p, depth):
-    # Chunks must be at least ``depth`` so each block's halo comes from its
-    # direct neighbours only.
-    chunks = tuple(ensure_minimum_chunksize(depth, c) for c in data.chunks)
-    arrays = [None if a is None else da.asarray(a).rechunk(chunks)
-              for a in (data, inmask, inbkg, invar)]
-    overlapped = [None if a is None else da.overlap.overlap(a, depth={0: depth, 1: depth},
-                                                            boundary="none")
-                  for a in arrays]
-    present = [a for a in overlapped if a is not None]
-
-    def bind(fn):
-        # map_blocks wants arrays positionally; re-insert the missing ones.
-        mask_of = [a is not None for a in overlapped]
-
-        def wrapped(*blocks, block_info=None, **kw):
-            it = iter(blocks)
-            args = [next(it) if m else None for m in mask_of]
-            return fn(*args, block_info=block_info, **kw)
-        wrapped.__name__ = fn.__name__
-        return wrapped
-
-    levels = _exact_medians(bind(_levels_hist_block), present, p, depth)
-    n_iter = p.niter
-    stop = p.cleantype in core.IDEMPOTENT_CLEANTYPES
-    if not stop and p.niter > 0:
-        flags = da.map_blocks(bind(_iteration_bits_block), *present, dtype=np.uint8,
-                              chunks=((1,) * present[0].numblocks[0],
-                                      (1,) * present[0].numblocks[1], (p.niter,)),
-                              new_axis=[2], drop_axis=[], p=p, depth=depth,
-                              levels=levels).max(axis=(0, 1))
-        n_iter = dask.delayed(_first_quiet_iteration)(flags, p.niter)
-    out = da.map_blocks(bind(_main_block), *present, dtype=np.float32,
-                        chunks=((2,),) + chunks, new_axis=[0], p=p, depth=depth,
-                        levels=levels, n_iter=n_iter, stop_when_clean=stop)
-    return out[1] != 0, out[0]
-
-
-def _first_quiet_iteration(flags, niter):
-    """Number of iterations the whole frame runs: the first with no CRs."""
-    for i, f in enumerate(np.asarray(flags)):
-        if not f:
-            return i
-    return niter
-
-
-def _exact_medians(hist_fn, present, p, depth):
-    """Delayed (background level, variance level): exact lower medians of the
-    electrons image and of the variance over good pixels, image-wide, from
-    two histogram passes (see ``crdask.kernels.select``)."""
-    nby, nbx = present[0].numblocks
-    hist_chunks = ((1,) * nby, (1,) * nbx, (2,), (65536,))
-    high = da.map_blocks(hist_fn, *present, dtype=np.int64, chunks=hist_chunks,
-                         new_axis=[2, 3], p=p, depth=depth).sum(axis=(0, 1))
-    picks = dask.delayed(_pick_high)(high)
-    low = da.map_blocks(hist_fn, *present, dtype=np.int64, chunks=hist_chunks,
-                        new_axis=[2, 3], p=p, depth=depth,
-                        high=dask.delayed(_bins_of)(picks)).sum(axis=(0, 1))
-    return dask.delayed(_finish_medians)(picks, low)
-
-
-def _pick_high(h):
-    out = []
-    for row in np.asarray(h):
-        n = int(row.sum())
-        b, r = locate_rank(row, (n - 1) // 2 if n else 0)
-        out.append((b, r, n))
-    return out
-
-
-def _bins_of(picks):
-    return [b for b, _, _ in picks]
-
-
-def _finish_medians(picks, low):
-    vals = []
-    for (b, r, n), row in zip(picks, np.asarray(low)):
-        if n == 0:  # nothing unmasked: no fallback level exists; use 0
-            vals.append(np.float32(0.0))
-            continue
-        lo, _ = locate_rank(row, r)
-        vals.append(np.float32(key_to_float((b << 16) | lo)))
-    return tuple(vals)
 
 
 # ---------------------------------------------------------------------------
