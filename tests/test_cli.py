@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SHARED
 from astropy.io import fits
 from click.testing import CliRunner
 
@@ -18,7 +19,7 @@ from crdask.io import is_temp_name
 from crdask.pipeline import local_cluster_size, output_name
 from crdask.simulate import simulate_frame
 
-DATA = pathlib.Path("/work/shared/data")
+DATA = SHARED
 M51 = DATA / "kpno-m51" / "dev_pix_m51_B_600s.fits"
 SPRAT = DATA / "sprat-lhs6328" / "v_e_20180810_12_1_0_0.fits.gz"
 
@@ -263,7 +264,7 @@ def test_output_name():
 
 @pytest.fixture(scope="module")
 def cluster():
-    distributed = pytest.importorskip("distributed")
+    import distributed
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                   dashboard_address=":0") as c:
         yield c

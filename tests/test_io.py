@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from conftest import SHARED
 from astropy.io import fits
 
 from crdask.io import (
@@ -19,7 +20,7 @@ from crdask.io import (
     write_fits_atomic,
 )
 
-DATA = pathlib.Path("/work/shared/data")
+DATA = SHARED
 M51 = DATA / "kpno-m51" / "dev_pix_m51_B_600s.fits"
 SPRAT = DATA / "sprat-lhs6328" / "v_e_20180810_12_1_0_0.fits.gz"
 

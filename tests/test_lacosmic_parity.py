@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-astroscrappy = pytest.importorskip("astroscrappy")  # in the `test` extra
+import astroscrappy  # noqa: E402  (test extra)
 
 from crdask import lacosmic  # noqa: E402
 from crdask.simulate import simulate_frame  # noqa: E402

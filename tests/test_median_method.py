@@ -9,12 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import read_real
 from crdask.cosmic.median_method import cosmicray_median, frame_std, overlap_depth
 
-ccdproc = pytest.importorskip("ccdproc")
+import ccdproc  # noqa: E402  (test extra)
 
-M51 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kpno-m51" / \
-    "dev_pix_m51_B_600s.fits"
 
 
 def synthetic(seed=7, shape=(256, 240)):
@@ -38,10 +37,7 @@ def synthetic(seed=7, shape=(256, 240)):
 
 @pytest.fixture(scope="module")
 def m51():
-    fits = pytest.importorskip("astropy.io.fits")
-    if not M51.exists():
-        pytest.skip(f"{M51} not available")
-    return fits.getdata(M51).astype(np.float32)
+    return read_real("m51")
 
 
 def _assert_parity(data, **kw):
