@@ -6,6 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from crdask.io.sections import parse_section
 from crdask.calib.noise import (GainReadnoise, compare_with_header, gain_readnoise,
                                 robust_variance)
 
@@ -127,7 +128,7 @@ def test_automatic_pairing_by_level():
 def test_explicit_pairs_region_and_dask_input():
     flats, biases = make_frames(5, (256, 256), 1.8, 6.0, [8000, 8100, 8200], 4)
     res = gain_readnoise(flats, biases, pairs=[(0, 2), (1, 2, 3, 2)],
-                         region="[33:224,33:224]")
+                         region=parse_section("[33:224,33:224]"))
     assert [tuple(int(v) for v in r[:4]) for r in res.per_pair] == [(0, 2, 0, 1),
                                                                     (1, 2, 3, 2)]
     assert res.per_pair["npix"][0] > 0.99 * 192 * 192
@@ -204,7 +205,7 @@ def test_error_no_pairs_and_bad_pairs(small):
 def test_errors_are_one_line(small):
     flats, biases = small
     for call in (lambda: gain_readnoise(flats[:1], biases),
-                 lambda: gain_readnoise(flats, biases, region="[1:80,1:10]")):
+                 lambda: gain_readnoise(flats, biases, region=parse_section("[1:80,1:10]"))):
         with pytest.raises(ValueError) as info:
             call()
         assert "\n" not in str(info.value)
