@@ -253,7 +253,7 @@ def test_simulated_raw_frames():
     biases = [raw.simulate_raw("bias", det, seed=20 + i) for i in range(2)]
     header = flats[0].header
     res = gain_readnoise([f.hdu.data for f in flats], [b.hdu.data for b in biases],
-                         region=header["DATASEC"])
+                         region=parse_section(header["DATASEC"]))
     assert res.n_pairs == 2
     assert res.gain == pytest.approx(det.gain, rel=0.05)
     assert res.readnoise == pytest.approx(measurable_rn(det.gain, det.readnoise), rel=0.05)
