@@ -214,6 +214,114 @@ def demo(size, seed):
                f"{agree} pixel(s)")
 
 
+def _calib_setup(hdu, overscan, trim, gain, readnoise):
+    from .pipeline.calibration import CalibSetup
+    return CalibSetup(hdu=hdu, overscan=None if overscan in ("none", "") else overscan,
+                      trim=None if trim in ("none", "") else trim, gain=gain,
+                      readnoise=readnoise)
+
+
+_SETUP_OPTIONS = [
+    click.option("--hdu", default=None, help="Image HDU: index or EXTNAME."),
+    click.option("--overscan", default="BIASSEC", show_default=True,
+                 help="Overscan region: header keyword or FITS section "
+                      "'[x1:x2,y1:y2]'; 'none' for no overscan correction."),
+    click.option("--trim", default="DATASEC", show_default=True,
+                 help="Region to keep: header keyword or FITS section; 'none' to keep all."),
+    click.option("--gain", type=float, default=None,
+                 help="Gain, e-/ADU [default: from the headers]."),
+    click.option("--readnoise", type=float, default=None,
+                 help="Read noise, e- [default: from the headers]."),
+]
+
+
+def _setup_options(f):
+    for opt in reversed(_SETUP_OPTIONS):
+        f = opt(f)
+    return f
+
+
+@cli.command("catalog")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--hdu", default=None, help="Image HDU: index or EXTNAME.")
+@click.pass_context
+def catalog_cmd(ctx, directory, as_json, hdu):
+    """Catalogue the FITS files of DIRECTORY from their headers: frame type,
+    exposure, filter, object, shape, binning, and the calibration groups.
+    Unreadable files are listed with the reason (exit code 2)."""
+    from .io.catalog import build_catalog
+    from .io.fits import parse_hdu
+
+    cat = build_catalog(directory, hdu=parse_hdu(hdu) if hdu is not None else None)
+    click.echo(cat.to_json() if as_json else cat.format_table())
+    ctx.exit(EXIT_SET_ASIDE if cat.unreadable else EXIT_OK)
+
+
+@cli.command("gain")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--filter", "filt", default=None,
+              help="Filter of the flats to use [default: the one with most flats].")
+@_setup_options
+@click.pass_context
+def gain_cmd(ctx, directory, filt, hdu, overscan, trim, gain, readnoise):
+    """Measure gain (e-/ADU) and read noise (e-) from the night's flats and
+    biases (photon transfer, Janesick); warn where the headers differ by
+    more than 10%."""
+    from .pipeline.gain import measure_gain
+
+    try:
+        rep = measure_gain(directory, _calib_setup(hdu, overscan, trim, None, None),
+                           filter=filt)
+    except ValueError as e:
+        click.echo(f"crdask: error: {e}", err=True)
+        ctx.exit(EXIT_USAGE)
+    r = rep.result
+    click.echo(f"gain       {r.gain:.4f} +- {r.gain_err:.4f} e-/ADU   "
+               f"(header: {rep.header_gain if rep.header_gain is not None else '-'})")
+    click.echo(f"read noise {r.readnoise:.3f} +- {r.readnoise_err:.3f} e-       "
+               f"(header: {rep.header_readnoise if rep.header_readnoise is not None else '-'})")
+    click.echo(f"from {r.n_pairs} flat pair(s) of {len(rep.flats)} flats and "
+               f"{len(rep.biases)} biases")
+    for w in rep.warnings:
+        click.echo(f"crdask: warning: {w}", err=True)
+    for _, why in rep.rejected:
+        click.echo(f"crdask: error: {why}", err=True)
+    ctx.exit(EXIT_SET_ASIDE if rep.rejected else EXIT_OK)
+
+
+@cli.command("calibrate")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--out-dir", "-o", required=True, type=click.Path(file_okay=False),
+              help="Directory for masters and calibrated frames (created if missing).")
+@_setup_options
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.pass_context
+def calibrate_cmd(ctx, directory, out_dir, hdu, overscan, trim, gain, readnoise, overwrite):
+    """Build master bias, dark current and flats (per filter) from DIRECTORY
+    and calibrate its science frames to electrons with variance and mask.
+    Frames that cannot be used are set aside with one line each (exit 2)."""
+    from .pipeline.calibration import reduce_night_calibration
+
+    t0 = time.perf_counter()
+    try:
+        res = reduce_night_calibration(directory, out_dir,
+                                       _calib_setup(hdu, overscan, trim, gain, readnoise),
+                                       overwrite=overwrite)
+    except (ValueError, OSError) as e:
+        click.echo(f"crdask: error: {e}", err=True)
+        ctx.exit(EXIT_USAGE)
+    for kind, path in res.masters.items():
+        click.echo(f"master {kind:<10} {path}")
+    click.echo(f"{len(res.science)} science frame(s) calibrated into {out_dir} in "
+               f"{time.perf_counter() - t0:.1f} s")
+    for _, why in res.rejected:
+        click.echo(f"crdask: error: {why}", err=True)
+    if res.rejected:
+        click.echo(f"crdask: {len(res.rejected)} frame(s) set aside", err=True)
+    ctx.exit(res.exit_code)
+
+
 def main(argv=None):
     """Console-script entry point (``crdask``, ``python -m crdask``)."""
     return cli.main(args=argv, prog_name="crdask")

@@ -29,6 +29,7 @@ __all__ = [
     "output_header",
     "history_lines",
     "write_fits_atomic",
+    "clean_header",
     "STRUCTURAL_KEYWORDS",
     "SCALING_KEYWORDS",
 ]
@@ -225,7 +226,9 @@ def header_number(image, keyword):
     return float(value)
 
 
-def _clean_cards(header):
+def clean_header(header):
+    """A copy of ``header`` without structural and integer-scaling cards (for
+    writing processed float data under an input's header)."""
     out = header.copy()
     naxes = [k for k in out if k.startswith("NAXIS") and k[5:].isdigit()]
     for key in (*STRUCTURAL_KEYWORDS, *SCALING_KEYWORDS, *naxes):
@@ -241,10 +244,10 @@ def output_header(image):
     without BZERO/BSCALE/BLANK/DATAMIN/DATAMAX, which describe the stored
     integers or the uncleaned values. WCS and everything else is kept.
     """
-    out = _clean_cards(image.header)
+    out = clean_header(image.header)
     if image.index == 0:
         return out
-    merged = _clean_cards(image.primary_header)
+    merged = clean_header(image.primary_header)
     for card in out.cards:
         if card.keyword in ("COMMENT", "HISTORY", "") or card.keyword not in merged:
             merged.append(card, end=True)

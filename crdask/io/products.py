@@ -23,7 +23,7 @@ from astropy.table import Table
 
 from .._version import __version__
 from ..calib.bits import describe_bits
-from .fits import history_lines, write_fits_atomic
+from .fits import clean_header, history_lines, write_fits_atomic
 
 __all__ = ["sha256_of", "write_master", "write_calibrated", "read_master"]
 
@@ -94,7 +94,12 @@ def read_master(path):
 
 def write_calibrated(path, sci, var, mask, *, header, history=(), overwrite=False):
     """Write SCI (primary, e-), UNCERT (variance, e-^2) and MASK (uint8 bits)."""
-    hdr = header.copy()
+    hdr = clean_header(header)
+    for key in ("BIASSEC", "TRIMSEC"):  # they describe the raw frame's pixels
+        hdr.remove(key, ignore_missing=True)
+    if "DATASEC" in hdr:  # the frame is the data section now
+        ny, nx = np.shape(sci)
+        hdr["DATASEC"] = f"[1:{nx},1:{ny}]"
     hdr["BUNIT"] = "electron"
     hdr["HISTORY"] = f"crdask {__version__} calibrate"
     for line in history:

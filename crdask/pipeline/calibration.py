@@ -1,0 +1,491 @@
+"""Masters and calibrated science frames for a night of raw files (layer 4).
+
+Flow (``reduce_night_calibration``): catalogue the directory (headers only) ->
+check every frame and set aside the ones that cannot be used, with a one-line
+reason -> master bias per (shape, binning) -> master dark current (e-/s) from
+bias-subtracted darks divided by their exposure time -> master flat per filter
+from bias- and dark-corrected flats, each scaled to unit median, combined and
+normalised -> bad-pixel mask (hot pixels in the dark, low response in the
+flat) -> every science frame calibrated to electrons with variance and mask
+bits. Everything is lazy Dask arrays read chunk by chunk from the raw files
+(full-width row strips, so a per-row overscan needs no halo) and computed
+with whatever scheduler is active (threads by default, or a
+``distributed.Client``).
+
+Decisions, written down:
+
+* Pre-processing of every raw frame (``electrons``): overscan from the
+  ``overscan`` setting (a header keyword such as BIASSEC, or FITS section
+  text), per-row median by default; trim to ``trim`` (DATASEC); x gain.
+  A frame with no such keyword is not overscan-corrected / not trimmed, and
+  the HISTORY says so.
+* Gain and read noise come from the setup, else from the header keywords of
+  the catalogue's keyword map; a frame with neither is set aside.
+* Masters are combined with an average after sigma clipping (median centre,
+  MAD-based spread, 3 sigma), as most pipelines do; configurable.
+* Master variances are modelled, not measured: bias ``rn^2 / N``; dark
+  current ``(rn^2 + var_bias + max(dark t, 0)) / (N t^2)`` at the median dark
+  time; flat ``1 / (N * level)`` (Poisson at the flats' median level ``level``
+  e-). Per-pixel scatter would be too noisy with N ~ 10 frames.
+* Frames set aside: unreadable files, missing EXPTIME (darks, flats,
+  science), dark with EXPTIME <= 0, a shape or binning different from the
+  group's majority, an all-NaN frame, a flat whose median is <= 0, missing
+  gain/read noise. Each gets one line ``FILE[HDU]: problem``; the rest of the
+  night is reduced. Raw files are only ever opened read-only.
+"""
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ..calib.calibrate import calibrate_frame
+from ..calib.combine import combine
+from ..calib.overscan import subtract_overscan, trim
+from ..io.catalog import KeywordMap, build_catalog
+from ..io.fits import FitsInputError
+from ..io.products import write_calibrated, write_master
+from ..io.raw import open_lazy, read_header
+from ..io.sections import header_section, parse_section
+
+__all__ = ["CalibSetup", "FrameRejected", "electrons", "build_masters",
+           "reduce_night_calibration"]
+
+
+class FrameRejected(Exception):
+    """A frame that cannot be used; the message is one line naming the file."""
+
+
+def _default_combine():
+    return dict(method="average", sigma_clip=True, sigma_clip_low_thresh=3.0,
+                sigma_clip_high_thresh=3.0, sigma_clip_func="median",
+                sigma_clip_dev_func="mad_std", maxiters=1)
+
+
+@dataclass
+class CalibSetup:
+    """How one instrument's raw frames are read, pre-processed and combined.
+
+    hdu : image HDU (index or EXTNAME), None = first with 2-D data.
+    keymap : header keywords (see :class:`crdask.io.catalog.KeywordMap`).
+    overscan, trim : header keyword (e.g. 'BIASSEC', 'DATASEC') or FITS
+        section text '[x1:x2,y1:y2]' (1-based, inclusive); None = none.
+    overscan_statistic, overscan_fit, overscan_order : see
+        :func:`crdask.calib.overscan.overscan_model`.
+    gain (e-/ADU), readnoise (e-) : override the header values.
+    saturation : ADU; None = header SATURATE, else 65535.
+    combine_kw : keyword arguments of :func:`crdask.calib.combine.combine`.
+    flat_region : FITS section (trimmed pixels) where flats are normalised;
+        None = the central half in each axis.
+    flat_norm : 'median' or 'mode' (mode = 3 median - 2 mean, Pearson).
+    hot_sigma, hot_floor : dark-current pixels above median + hot_sigma *
+        robust sigma and above hot_floor e-/s are bad.
+    low_flat : flat pixels below this response are bad.
+    chunk_rows : rows per chunk when reading raw frames.
+    """
+
+    hdu: object = None
+    keymap: KeywordMap = field(default_factory=KeywordMap)
+    overscan: str | None = "BIASSEC"
+    trim: str | None = "DATASEC"
+    overscan_statistic: str = "median"
+    overscan_fit: str | None = None
+    overscan_order: int = 3
+    gain: float | None = None
+    readnoise: float | None = None
+    saturation: float | None = None
+    combine_kw: dict = field(default_factory=_default_combine)
+    flat_region: str | None = None
+    flat_norm: str = "median"
+    hot_sigma: float = 8.0
+    hot_floor: float = 0.5
+    low_flat: float = 0.5
+    chunk_rows: int = 512
+
+
+@dataclass
+class Prepared:
+    """A raw frame as lazy electrons (trimmed) with what was used to get there."""
+
+    path: str
+    header: object
+    data: object        # dask (ny, nx) float32 e-
+    saturated: object   # dask (ny, nx) bool
+    gain: float
+    readnoise: float
+    exptime: float | None
+    notes: list
+
+
+def _where(path, setup):
+    return f"{path}[{0 if setup.hdu is None else setup.hdu}]"
+
+
+def _section(header, spec, path, setup, shape):
+    if spec is None:
+        return None
+    if spec.strip().startswith("["):
+        return parse_section(spec, shape=shape, where=f"{_where(path, setup)} section")
+    return header_section(header, spec, shape=shape, path=path, hdu=setup.hdu or 0)
+
+
+def _header_number(header, keys, value, what, path, setup):
+    if value is not None:
+        return float(value)
+    for k in keys:
+        if k in header:
+            try:
+                v = float(header[k])
+            except (TypeError, ValueError):
+                raise FrameRejected(f"{_where(path, setup)} {k}: {what} is not a number "
+                                    f"({header[k]!r})") from None
+            if np.isfinite(v):
+                return v
+    raise FrameRejected(f"{_where(path, setup)}: no {what} ({'/'.join(keys)}) in the header "
+                        "and none given")
+
+
+def electrons(path, setup, exptime=None):
+    """Lazy pre-processed frame: overscan-subtracted, trimmed, in electrons.
+
+    Raises :class:`FrameRejected` (one line) when the file or its header
+    cannot be used.
+    """
+    try:
+        header = read_header(path, setup.hdu)
+        raw = open_lazy(path, setup.hdu, chunks=(setup.chunk_rows, -1))
+    except FitsInputError as e:
+        raise FrameRejected(str(e)) from None
+    shape = raw.shape
+    notes = []
+    gain = _header_number(header, setup.keymap.gain_keys, setup.gain, "gain", path, setup)
+    if not gain > 0:
+        raise FrameRejected(f"{_where(path, setup)}: gain must be > 0, got {gain}")
+    rn = _header_number(header, setup.keymap.rdnoise_keys, setup.readnoise, "read noise",
+                        path, setup)
+    satlevel = setup.saturation
+    if satlevel is None:
+        satlevel = float(header.get("SATURATE", 65535.0))
+    saturated = raw >= np.float32(satlevel)
+    try:
+        oscan = _section(header, setup.overscan, path, setup, shape)
+        tsec = _section(header, setup.trim, path, setup, shape)
+    except ValueError as e:
+        raise FrameRejected(str(e).splitlines()[0]) from None
+    data = raw
+    if oscan is not None:
+        data = subtract_overscan(data, oscan, statistic=setup.overscan_statistic,
+                                 fit=setup.overscan_fit, order=setup.overscan_order)
+        notes.append(f"overscan {oscan} {setup.overscan_statistic}"
+                     + (f" {setup.overscan_fit}({setup.overscan_order})"
+                        if setup.overscan_fit else ""))
+    else:
+        notes.append("no overscan correction")
+    if tsec is not None:
+        data = trim(data, tsec)
+        saturated = trim(saturated, tsec)
+        notes.append(f"trim {tsec}")
+    data = (data * np.float32(gain)).astype(np.float32)
+    return Prepared(path=str(path), header=header, data=data, saturated=saturated,
+                    gain=gain, readnoise=rn, exptime=exptime, notes=notes)
+
+
+def _central(shape):
+    ny, nx = shape
+    return slice(ny // 4, ny - ny // 4 or None), slice(nx // 4, nx - nx // 4 or None)
+
+
+def _region(setup, shape):
+    if setup.flat_region is None:
+        return _central(shape)
+    return parse_section(setup.flat_region, shape=shape, where="flat_region").slices
+
+
+# --- checks -----------------------------------------------------------------
+
+def _check_group(infos, kind, setup, rejected):
+    """Frames of one kind that pass the header checks, majority shape only."""
+    ok = []
+    for info in infos:
+        where = f"{info.path}[{info.hdu if info.hdu is not None else 0}]"
+        if info.error:
+            rejected.append((info.path, info.error))
+        elif kind in ("dark", "flat", "science") and info.exptime is None:
+            rejected.append((info.path, f"{where} EXPTIME: missing or not a number"))
+        elif kind == "dark" and not info.exptime > 0:
+            rejected.append((info.path, f"{where} EXPTIME: dark exposure time must be > 0, "
+                                        f"got {info.exptime}"))
+        else:
+            ok.append(info)
+    if not ok:
+        return ok
+    common = Counter((i.shape, i.binning) for i in ok).most_common(1)[0][0]
+    kept = []
+    for info in ok:
+        if (info.shape, info.binning) != common:
+            rejected.append((info.path, f"{info.path}[{info.hdu or 0}]: shape {info.shape} "
+                                        f"binning {info.binning} differs from the {kind} "
+                                        f"frames' {common[0]} binning {common[1]}"))
+        else:
+            kept.append(info)
+    return kept
+
+
+def _prepare_all(infos, setup, rejected, exptimes=True):
+    out = []
+    for info in infos:
+        try:
+            out.append(electrons(info.path, setup, info.exptime if exptimes else None))
+        except FrameRejected as e:
+            rejected.append((info.path, str(e)))
+    return out
+
+
+def _drop_empty(preps, rejected, kind, floor=None):
+    """Set aside all-NaN frames (and flats with median <= floor), from one
+    look at each frame's central region; returns frames and their medians."""
+    if not preps:
+        return [], []
+    stats = dask.compute(*[
+        (da.isfinite(p.data[_central(p.data.shape)]).sum(),
+         da.nanmedian(p.data[_central(p.data.shape)].rechunk(-1), axis=(0, 1)))
+        for p in preps])
+    kept, medians = [], []
+    for p, (nfin, med) in zip(preps, stats):
+        if nfin == 0:
+            rejected.append((p.path, f"{p.path}: no finite pixels in the frame's centre "
+                                     f"(all-NaN {kind} frame)"))
+        elif floor is not None and not med > floor:
+            rejected.append((p.path, f"{p.path}: {kind} median level {med:.3g} e- is not "
+                                     f"positive"))
+        else:
+            kept.append(p)
+            medians.append(float(med))
+    return kept, medians
+
+
+# --- masters -------------------------------------------------------------------
+
+@dataclass
+class Master:
+    """A master frame (lazy or computed) with its modelled variance."""
+
+    kind: str
+    data: object
+    variance: object
+    count: object
+    inputs: list
+    params: dict
+    header: dict = field(default_factory=dict)
+
+
+def _combine(frames, setup, scale=None):
+    res = combine([f for f in frames], scale=scale, **setup.combine_kw)
+    return res.data, res.count
+
+
+def master_bias(preps, setup):
+    """Master bias (e-) from pre-processed bias frames."""
+    data, count = _combine([p.data for p in preps], setup)
+    rn = float(np.median([p.readnoise for p in preps]))
+    var = (np.float32(rn * rn) / da.maximum(count, 1)).astype(np.float32)
+    return Master("bias", data, var, count, [p.path for p in preps],
+                  {"n": len(preps), **setup.combine_kw}, {"BUNIT": "electron"})
+
+
+def master_dark(preps, setup, bias):
+    """Master dark current (e-/s) from bias-subtracted darks / EXPTIME."""
+    frames = [(p.data - bias.data) / np.float32(p.exptime) for p in preps]
+    data, count = _combine(frames, setup)
+    t = float(np.median([p.exptime for p in preps]))
+    rn = float(np.median([p.readnoise for p in preps]))
+    var = ((np.float32(rn * rn) + bias.variance + da.maximum(data * np.float32(t), 0))
+           / (da.maximum(count, 1) * np.float32(t * t))).astype(np.float32)
+    return Master("dark", data, var, count, [p.path for p in preps],
+                  {"n": len(preps), "median_exptime": t, **setup.combine_kw},
+                  {"BUNIT": "electron/s", "EXPTIME": t})
+
+
+def master_flat(preps, setup, bias, dark, filt):
+    """Normalised master flat for one filter from bias- and dark-corrected flats."""
+    frames = []
+    for p in preps:
+        f = p.data if bias is None else p.data - bias.data
+        if dark is not None:
+            f = f - dark.data * np.float32(p.exptime)
+        frames.append(f)
+    region = _region(setup, frames[0].shape)
+    levels = dask.compute(*[da.nanmedian(f[region].rechunk(-1), axis=(0, 1)) for f in frames])
+    bad = [(p, lv) for p, lv in zip(preps, levels) if not lv > 0]
+    if bad:
+        raise FrameRejected(f"{bad[0][0].path}: flat level {bad[0][1]:.3g} e- is not positive")
+    scale = [np.float32(1.0 / lv) for lv in levels]
+    data, count = _combine(frames, setup, scale=scale)
+    sub = data[region]
+    if setup.flat_norm == "mode":
+        norm = 3 * da.nanmedian(sub.rechunk(-1), axis=(0, 1)) - 2 * da.nanmean(sub)
+    else:
+        norm = da.nanmedian(sub.rechunk(-1), axis=(0, 1))
+    data = (data / norm).astype(np.float32)
+    level = float(np.median(levels))
+    var = (da.maximum(data, 0) / (np.float32(level) * da.maximum(count, 1))).astype(np.float32)
+    return Master("flat", data, var, count, [p.path for p in preps],
+                  {"n": len(preps), "filter": filt, "norm": setup.flat_norm,
+                   **setup.combine_kw}, {"BUNIT": "", "FILTER": filt})
+
+
+def bad_pixel_mask(dark, flats, setup):
+    """bool mask: hot dark-current pixels, low-response or invalid flat pixels."""
+    bad = None
+    if dark is not None:
+        d = dark.data
+        med = da.nanmedian(d.rechunk(-1), axis=(0, 1))
+        sigma = 1.4826 * da.nanmedian(abs(d - med).rechunk(-1), axis=(0, 1))
+        bad = ((d > med + np.float32(setup.hot_sigma) * sigma) & (d > setup.hot_floor)) | \
+            ~da.isfinite(d)
+    for f in flats.values():
+        low = (f.data < np.float32(setup.low_flat)) | ~da.isfinite(f.data)
+        bad = low if bad is None else bad | low
+    return bad
+
+
+# --- the night ------------------------------------------------------------------
+
+@dataclass
+class CalibrationResult:
+    """What ``reduce_night_calibration`` did: output paths and frames set aside."""
+
+    masters: dict
+    science: list
+    rejected: list
+    catalog: object
+
+    @property
+    def exit_code(self):
+        return 2 if self.rejected else 0
+
+
+def build_masters(catalog, setup, rejected):
+    """Lazy masters from a catalogue: ``{'bias': Master, 'dark': Master,
+    'flat': {filter: Master}, 'bpm': dask bool}`` (missing kinds are None)."""
+    by_type = {}
+    for info in catalog.frames:
+        by_type.setdefault(info.frame_type, []).append(info)
+    out = {"bias": None, "dark": None, "flat": {}, "bpm": None}
+    biases = _prepare_all(_check_group(by_type.get("bias", []), "bias", setup, rejected),
+                          setup, rejected, exptimes=False)
+    biases, _ = _drop_empty(biases, rejected, "bias")
+    if biases:
+        out["bias"] = master_bias(biases, setup)
+    darks = _prepare_all(_check_group(by_type.get("dark", []), "dark", setup, rejected),
+                         setup, rejected)
+    darks, _ = _drop_empty(darks, rejected, "dark")
+    if darks and out["bias"] is not None:
+        out["dark"] = master_dark(darks, setup, out["bias"])
+    flats_by_filter = {}
+    for info in _check_group(by_type.get("flat", []), "flat", setup, rejected):
+        flats_by_filter.setdefault(info.filter, []).append(info)
+    for filt, infos in sorted(flats_by_filter.items(), key=lambda kv: str(kv[0])):
+        preps = _prepare_all(infos, setup, rejected)
+        preps, _ = _drop_empty(preps, rejected, "flat", floor=0.0)
+        if preps:
+            out["flat"][filt] = master_flat(preps, setup, out["bias"], out["dark"], filt)
+    if out["dark"] is not None or out["flat"]:
+        out["bpm"] = bad_pixel_mask(out["dark"], out["flat"], setup)
+    return out
+
+
+def _write_masters(masters, out_dir, overwrite):
+    paths = {}
+    todo = []
+    for kind in ("bias", "dark"):
+        if masters[kind] is not None:
+            todo.append((f"master_{kind}.fits", masters[kind]))
+    for filt, m in masters["flat"].items():
+        todo.append((f"master_flat_{filt}.fits", m))
+    computed = dask.compute(*[(m.data, m.variance, m.count) for _, m in todo])
+    for (name, m), (data, var, count) in zip(todo, computed):
+        path = os.path.join(out_dir, name)
+        write_master(path, data, kind=m.kind, unit=m.header.get("BUNIT", ""), inputs=m.inputs,
+                     params=m.params, variance=var, count=count,
+                     header=_fits_header(m.header), overwrite=overwrite)
+        m.data, m.variance, m.count = data, var, count   # reuse for science frames
+        key = m.kind if m.kind != "flat" else f"flat_{m.params['filter']}"
+        paths[key] = path
+    if masters["bpm"] is not None:
+        bpm = np.asarray(dask.compute(masters["bpm"])[0])
+        masters["bpm"] = bpm
+        path = os.path.join(out_dir, "master_bpm.fits")
+        inputs = sorted({p for _, m in todo if m.kind in ("dark", "flat") for p in m.inputs})
+        write_master(path, bpm.astype(np.float32), kind="bpm", unit="", inputs=inputs,
+                     params={"meaning": "1=bad"}, overwrite=overwrite)
+        paths["bpm"] = path
+    return paths
+
+
+def _fits_header(d):
+    from astropy.io import fits
+    h = fits.Header()
+    for k, v in d.items():
+        h[k] = v
+    return h
+
+
+def reduce_night_calibration(directory, out_dir, setup=None, *, overwrite=False,
+                             keymap=None):
+    """Masters and calibrated science frames for every frame in ``directory``.
+
+    Writes ``out_dir/master_*.fits`` and ``out_dir/<stem>_cal.fits`` (SCI in
+    e-, UNCERT variance, MASK bits). Returns a :class:`CalibrationResult`;
+    frames set aside are listed there with one-line reasons.
+    """
+    setup = setup or CalibSetup()
+    if keymap is not None:
+        setup.keymap = keymap
+    os.makedirs(out_dir, exist_ok=True)
+    catalog = build_catalog(directory, setup.keymap, hdu=setup.hdu)
+    rejected = []
+    masters = build_masters(catalog, setup, rejected)
+    master_paths = _write_masters(masters, out_dir, overwrite)
+    science = []
+    infos = catalog.of_type("science")
+    for info in _check_group(infos, "science", setup, rejected):
+        try:
+            prep = electrons(info.path, setup, info.exptime)
+        except FrameRejected as e:
+            rejected.append((info.path, str(e)))
+            continue
+        flat = masters["flat"].get(info.filter)
+        cal = calibrate_frame(
+            prep.data, readnoise=prep.readnoise, exptime=info.exptime,
+            bias=None if masters["bias"] is None else masters["bias"].data,
+            bias_var=None if masters["bias"] is None else masters["bias"].variance,
+            dark=None if masters["dark"] is None else masters["dark"].data,
+            dark_var=None if masters["dark"] is None else masters["dark"].variance,
+            flat=None if flat is None else flat.data,
+            flat_var=None if flat is None else flat.variance,
+            bad=masters["bpm"], saturated=prep.saturated)
+        sci, var, mask = dask.compute(cal.sci, cal.var, cal.mask)
+        if not np.isfinite(sci).any():
+            rejected.append((info.path, f"{info.path}: no finite pixel after calibration"))
+            continue
+        stem = os.path.basename(info.path).split(".")[0]
+        path = os.path.join(out_dir, f"{stem}_cal.fits")
+        history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
+                   f"input={os.path.basename(info.path)}"]
+        for kind in ("bias", "dark", f"flat_{info.filter}", "bpm"):
+            if kind in master_paths:
+                history.append(f"{kind}={os.path.basename(master_paths[kind])}")
+        if flat is None:
+            history.append(f"no master flat for filter {info.filter!r}: not flat-fielded")
+        write_calibrated(path, sci, var, mask, header=prep.header, history=history,
+                         overwrite=overwrite)
+        science.append(path)
+    return CalibrationResult(master_paths, science, rejected, catalog)
+
+
+__all__ += ["Master", "master_bias", "master_dark", "master_flat", "bad_pixel_mask",
+            "CalibrationResult"]

@@ -1,0 +1,76 @@
+"""Gain and read noise of a night, measured from its own flats and biases (layer 4).
+
+``measure_gain(directory)``: catalogue the directory, take the bias frames and
+the flats of the filter with most flats, overscan-correct and trim them in
+ADU (no gain applied), and run Janesick's photon-transfer estimate
+(:func:`crdask.calib.noise.gain_readnoise`). The result is compared with the
+header values (GAIN/RDNOISE or the keyword map's alternatives).
+"""
+
+from dataclasses import dataclass, replace
+
+import dask
+import numpy as np
+
+from ..calib.noise import compare_with_header, gain_readnoise
+from ..io.catalog import build_catalog
+from .calibration import CalibSetup, FrameRejected, _check_group, electrons
+
+__all__ = ["GainReport", "measure_gain"]
+
+
+@dataclass
+class GainReport:
+    """Measured values (``result``), header values, warnings and frames used."""
+
+    result: object
+    header_gain: float | None
+    header_readnoise: float | None
+    warnings: list
+    flats: list
+    biases: list
+    rejected: list
+
+
+def _adu_frames(infos, setup, rejected):
+    preps = []
+    for info in infos:
+        try:
+            # gain=1 so that ``electrons`` leaves the values in ADU
+            p = electrons(info.path, replace(setup, gain=1.0, readnoise=0.0), info.exptime)
+            preps.append(p)
+        except FrameRejected as e:
+            rejected.append((info.path, str(e)))
+    arrays = dask.compute(*[p.data for p in preps])
+    return [np.asarray(a) for a in arrays], [p.path for p in preps], [p.header for p in preps]
+
+
+def measure_gain(directory, setup=None, *, filter=None, region=None):
+    """Gain (e-/ADU) and read noise (e-) from the night's flats and biases.
+
+    Raises ``ValueError`` (one line) when there are fewer than two usable
+    bias frames or two usable flats.
+    """
+    setup = setup or CalibSetup()
+    catalog = build_catalog(directory, setup.keymap, hdu=setup.hdu)
+    rejected = []
+    biases = _check_group(catalog.of_type("bias"), "bias", setup, rejected)
+    flats = _check_group(catalog.of_type("flat"), "flat", setup, rejected)
+    by_filter = {}
+    for f in flats:
+        by_filter.setdefault(f.filter, []).append(f)
+    if filter is None and by_filter:
+        filter = max(by_filter, key=lambda k: (len(by_filter[k]), str(k)))
+    flats = by_filter.get(filter, [])
+    if len(biases) < 2 or len(flats) < 2:
+        raise ValueError(f"{directory}: need at least 2 bias frames and 2 flats of one "
+                         f"filter, found {len(biases)} biases and {len(flats)} flats"
+                         + (f" for filter {filter!r}" if filter else ""))
+    b, bpaths, bheaders = _adu_frames(biases, setup, rejected)
+    f, fpaths, _ = _adu_frames(flats, setup, rejected)
+    res = gain_readnoise(f, b, region=region)
+    hdr = bheaders[0]
+    hg = next((float(hdr[k]) for k in setup.keymap.gain_keys if k in hdr), None)
+    hr = next((float(hdr[k]) for k in setup.keymap.rdnoise_keys if k in hdr), None)
+    warnings = compare_with_header(res, hg, hr) if (hg is not None or hr is not None) else []
+    return GainReport(res, hg, hr, warnings, fpaths, bpaths, rejected)
