@@ -1,4 +1,5 @@
-"""FITS input/output and atomic writes (layer 3: may import only layers 1-2)."""
+"""FITS input/output, sections, raw frames, the night catalogue and atomic
+writes (layer 3: may import only layers 1-2)."""
 
 from .atomic import OutputExistsError, atomic_open, is_temp_name, temp_name_for
 from .fits import (
@@ -11,6 +12,9 @@ from .fits import (
     read_image,
     write_fits_atomic,
 )
+from .raw import RawFrame, open_lazy, read_header, read_raw
+from .sections import Section, SectionError, apply_section, header_section, parse_section
+from .catalog import Catalog, FrameInfo, Group, KeywordMap, build_catalog
 
 __all__ = [
     "OutputExistsError",
@@ -25,4 +29,18 @@ __all__ = [
     "parse_hdu",
     "read_image",
     "write_fits_atomic",
+    "RawFrame",
+    "open_lazy",
+    "read_header",
+    "read_raw",
+    "Section",
+    "SectionError",
+    "apply_section",
+    "header_section",
+    "parse_section",
+    "Catalog",
+    "FrameInfo",
+    "Group",
+    "KeywordMap",
+    "build_catalog",
 ]

@@ -1,0 +1,516 @@
+"""The night catalogue: what each raw file is, from its headers only (layer 3).
+
+:func:`build_catalog` reads the header of every FITS file of a night (no
+pixel data; serially on a fast disk, in a thread pool when the filesystem is
+slow -- see its ``max_workers``) and returns a :class:`Catalog` of
+:class:`FrameInfo` records: frame type, exposure time, filter, object, shape,
+binning, date, gain and read noise. :meth:`Catalog.groups` shows the
+calibration groups a reduction would build from them; :meth:`Catalog.to_json`
+and :meth:`Catalog.format_table` are for people and scripts.
+
+Which header keywords mean what differs between observatories, so it is all
+in a :class:`KeywordMap` (defaults cover IRAF/NOAO, ING, LT, MaxIm DL style
+headers). Keywords are looked up in the image HDU's header first, then in the
+primary header (multi-extension files keep instrument keywords there).
+
+A file that cannot be read stays in the catalogue, with ``error`` set (one
+line, ``"FILE[HDU]: problem"``) and ``frame_type = "other"``; it is in no
+group. For plain (uncompressed) files that includes data shorter than the
+header announces (one ``stat``); truncated gzip files show up only when read. A readable file with a doubtful header (e.g. a dark or flat or science
+frame without an exposure time, an unknown IMAGETYP value) gets a
+``warnings`` entry instead. Nothing here changes any file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from astropy.io import fits
+
+from .fits import FitsInputError
+from .raw import check_data_size, locate_hdu
+
+__all__ = ["FRAME_TYPES", "FITS_SUFFIXES", "KeywordMap", "FrameInfo", "Group",
+           "Catalog", "build_catalog", "list_fits_files"]
+
+#: Every frame type the catalogue assigns.
+FRAME_TYPES = ("bias", "dark", "flat", "science", "arc", "other")
+
+#: File names (lower-cased) a directory listing treats as FITS.
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz",
+                 ".fits.fz", ".fit.fz", ".fz")
+
+_DEFAULT_ALIASES = {
+    "bias": ("bias", "zero", "bias frame", "zero frame", "biasframe"),
+    "dark": ("dark", "dark frame", "darkframe", "dark current"),
+    "flat": ("flat", "flat field", "flatfield", "flat frame", "dome flat", "domeflat",
+             "dflat", "sky flat", "skyflat", "sflat", "twilight", "twilight flat",
+             "twiflat", "lamp flat", "lampflat"),
+    "science": ("object", "light", "light frame", "expose", "science", "sci",
+                "standard", "std"),
+    "arc": ("arc", "comp", "comparison", "lamp", "wave", "wavelength"),
+}
+
+
+def _default_aliases():
+    return {alias: ftype for ftype, names in _DEFAULT_ALIASES.items() for alias in names}
+
+
+def _norm(value):
+    """Lower case, ``_``/``-`` as spaces, single spaces: the form aliases use."""
+    return " ".join(str(value).lower().replace("_", " ").replace("-", " ").split())
+
+
+@dataclass
+class KeywordMap:
+    """Which header keywords the catalogue reads, tried in the order given.
+
+    type_keys : keywords holding the frame type (first one present decides).
+    type_aliases : header value -> frame type, matched case-insensitively with
+        ``_``/``-`` read as spaces (``'Flat Field'``, ``'DOME_FLAT'``); other
+        values give ``"other"`` and a warning. Add site-specific names here,
+        e.g. ``KeywordMap(type_aliases={**KeywordMap().type_aliases,
+        "sky": "flat"})``.
+    exptime_keys : exposure time in seconds.
+    filter_keys : single filter keywords (first one present wins).
+    filter_wheel_keys : used only if no ``filter_keys`` is present: the values
+        of all present wheels that are not in ``clear_filters`` are joined
+        with ``"+"`` (all clear: the first wheel's value), so SPRAT's
+        FILTER1 = '4020longpass', FILTER2 = 'clear' gives '4020longpass'.
+    object_keys, date_keys, gain_keys (e-/ADU), rdnoise_keys (e-).
+    binning_keys : one keyword holding both factors, ``'2 2'``, ``'2x2'``.
+    binning_pairs : (x, y) keyword pairs, e.g. (XBINNING, YBINNING).
+    """
+
+    type_keys: tuple = ("IMAGETYP", "OBSTYPE", "FRAMETYP", "IMGTYPE", "EXPTYPE")
+    type_aliases: dict = field(default_factory=_default_aliases)
+    exptime_keys: tuple = ("EXPTIME", "EXPOSURE", "ITIME", "EXPTIM")
+    filter_keys: tuple = ("FILTER", "FILTNAME", "INSFILTE", "FILTERS")
+    filter_wheel_keys: tuple = ("FILTER1", "FILTER2", "FILTER3", "FILTER4")
+    clear_filters: tuple = ("clear", "open", "none", "empty", "blank", "air", "")
+    object_keys: tuple = ("OBJECT", "OBJNAME", "TARGNAME")
+    date_keys: tuple = ("DATE-OBS", "DATE_OBS")
+    gain_keys: tuple = ("GAIN", "EGAIN", "CCDGAIN")
+    rdnoise_keys: tuple = ("RDNOISE", "READNOIS", "RON", "ENOISE")
+    binning_keys: tuple = ("CCDSUM", "BINNING", "CCDBIN")
+    binning_pairs: tuple = (("XBINNING", "YBINNING"), ("CCDXBIN", "CCDYBIN"),
+                            ("BINX", "BINY"), ("CCDBIN1", "CCDBIN2"))
+
+    def normalized_aliases(self):
+        """``type_aliases`` with normalised keys (see :func:`_norm`)."""
+        return {_norm(k): v for k, v in self.type_aliases.items()}
+
+    def frame_type(self, value):
+        """The frame type for a header value, or None if it is not known."""
+        return self.normalized_aliases().get(_norm(value))
+
+
+@dataclass
+class FrameInfo:
+    """One file of the night, from its headers.
+
+    path : str
+    frame_type : one of :data:`FRAME_TYPES`
+    exptime : float, seconds, or None if missing / not a number
+    filter, object, date_obs : str or None (header values as written)
+    shape : (ny, nx) pixels, or None for an unreadable file
+    binning : ``"XxY"`` (e.g. ``"1x3"``: x unbinned, 3 rows summed) or None
+    gain : float e-/ADU or None; rdnoise : float e- or None
+    hdu : index of the image HDU read
+    error : one line ``"FILE[HDU]: problem"`` if the file could not be read
+    warnings : tuple of one-line notes about doubtful headers
+    """
+
+    path: str
+    frame_type: str = "other"
+    exptime: float | None = None
+    filter: str | None = None
+    object: str | None = None
+    shape: tuple | None = None
+    binning: str | None = None
+    date_obs: str | None = None
+    gain: float | None = None
+    rdnoise: float | None = None
+    hdu: int | None = None
+    error: str | None = None
+    warnings: tuple = ()
+
+    @property
+    def ok(self):
+        """True if the headers could be read."""
+        return self.error is None
+
+    def to_dict(self):
+        d = asdict(self)
+        d["shape"] = list(self.shape) if self.shape is not None else None
+        d["warnings"] = list(self.warnings)
+        return d
+
+
+@dataclass
+class Group:
+    """Frames a reduction would combine together (e.g. one master flat).
+
+    frame_type : "bias", "dark", "flat" or "science"
+    key : dict of the values that define the group (shape as (ny, nx))
+    paths : tuple of file paths, sorted
+    """
+
+    frame_type: str
+    key: dict
+    paths: tuple
+
+    @property
+    def count(self):
+        return len(self.paths)
+
+    def label(self):
+        """``"flat filter=V shape=1024x1024 binning=1x1"``-style text."""
+        def fmt(k, v):
+            if k == "shape" and v is not None:
+                v = f"{v[0]}x{v[1]}"
+            elif k == "exptime" and v is not None:
+                v = f"{v:g}s"
+            return f"{k}={v if v is not None else '-'}"
+        return " ".join([self.frame_type, *(fmt(k, v) for k, v in self.key.items())])
+
+    def to_dict(self):
+        key = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.key.items()}
+        return {"frame_type": self.frame_type, "key": key, "count": self.count,
+                "paths": list(self.paths)}
+
+
+#: What each calibration group is keyed on.
+GROUP_KEYS = {
+    "bias": ("shape", "binning"),
+    "dark": ("exptime", "shape", "binning"),
+    "flat": ("filter", "shape", "binning"),
+    "science": ("filter", "object"),
+}
+
+
+def _sortable(value):
+    """Sort key that puts None first and never compares str with numbers."""
+    if value is None:
+        return (0, "")
+    if isinstance(value, tuple):
+        return (1, tuple(_sortable(v) for v in value))
+    if isinstance(value, (int, float)):
+        return (2, float(value), "")
+    return (3, 0.0, str(value))
+
+
+@dataclass
+class Catalog:
+    """The frames of a night (sorted by path) and the keyword map used."""
+
+    frames: list
+    keymap: KeywordMap = field(default_factory=KeywordMap)
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __iter__(self):
+        return iter(self.frames)
+
+    @property
+    def unreadable(self):
+        """Frames whose headers could not be read."""
+        return [f for f in self.frames if not f.ok]
+
+    def of_type(self, frame_type):
+        """Readable frames of one type."""
+        return [f for f in self.frames if f.ok and f.frame_type == frame_type]
+
+    def groups(self):
+        """The calibration groups, as :class:`Group` s in a stable order:
+        bias by (shape, binning); dark by (exptime, shape, binning); flat by
+        (filter, shape, binning); science by (filter, object). Arcs, "other"
+        and unreadable frames are in no group."""
+        out = []
+        for ftype, names in GROUP_KEYS.items():
+            buckets = {}
+            for f in self.of_type(ftype):
+                buckets.setdefault(tuple(getattr(f, n) for n in names), []).append(f.path)
+            for key in sorted(buckets, key=_sortable):
+                out.append(Group(ftype, dict(zip(names, key)), tuple(sorted(buckets[key]))))
+        return out
+
+    def to_dict(self):
+        counts = {t: 0 for t in FRAME_TYPES}
+        for f in self.frames:
+            if f.ok:
+                counts[f.frame_type] += 1
+        return {
+            "frames": [f.to_dict() for f in self.frames],
+            "counts": {**counts, "unreadable": len(self.unreadable),
+                       "total": len(self.frames)},
+            "groups": [g.to_dict() for g in self.groups()],
+            "unreadable": [{"path": f.path, "error": f.error} for f in self.unreadable],
+        }
+
+    def to_json(self, indent=2):
+        """JSON text: frames, counts, groups, unreadable files; keys sorted,
+        frames by path, so the same night always gives the same text."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    def format_table(self):
+        """A readable text table of the frames, then the groups with counts,
+        then warnings and unreadable files with their reasons."""
+        names = _display_names([f.path for f in self.frames])
+        head = ("file", "type", "exptime", "filter", "object", "ny x nx", "binning")
+        rows = []
+        for f, name in zip(self.frames, names):
+            if not f.ok:
+                rows.append((name, "UNREADABLE", "", "", "", "", ""))
+                continue
+            rows.append((name, f.frame_type,
+                         "-" if f.exptime is None else f"{f.exptime:g}",
+                         f.filter or "-", f.object or "-",
+                         f"{f.shape[0]}x{f.shape[1]}", f.binning or "-"))
+        widths = [max(len(str(r[i])) for r in (head, *rows)) for i in range(len(head))]
+        line = "  ".join("{:<%d}" % w for w in widths)
+        out = [line.format(*head).rstrip(), line.format(*("-" * w for w in widths))]
+        out += [line.format(*r).rstrip() for r in rows]
+        counts = self.to_dict()["counts"]
+        out.append("")
+        out.append(f"{counts['total']} files: " + ", ".join(
+            f"{counts[t]} {t}" for t in (*FRAME_TYPES, "unreadable") if counts[t]))
+        groups = self.groups()
+        out.append("")
+        out.append(f"groups ({len(groups)}):" if groups else "groups: none")
+        out += [f"  {g.count:4d}  {g.label()}" for g in groups]
+        warned = [(n, f) for n, f in zip(names, self.frames) if f.ok and f.warnings]
+        if warned:
+            out.append("")
+            out.append(f"warnings ({_n(len(warned), 'file')}):")
+            out += [f"  {n}: {w}" for n, f in warned for w in f.warnings]
+        if self.unreadable:
+            out.append("")
+            out.append(f"unreadable ({_n(len(self.unreadable), 'file')}, set aside):")
+            out += [f"  {f.error}" for f in self.unreadable]
+        return "\n".join(out)
+
+
+def _n(count, noun):
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _display_names(paths):
+    """Paths relative to their common directory (just names for one dir)."""
+    if not paths:
+        return []
+    dirs = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    base = dirs.pop() if len(dirs) == 1 else os.path.commonpath(
+        [os.path.abspath(p) for p in paths])
+    return [os.path.relpath(os.path.abspath(p), base) for p in paths]
+
+
+# ---------------------------------------------------------------------------
+# reading one file
+
+
+def _value(headers, key):
+    for h in headers:
+        if key in h:
+            v = h[key]
+            if v is None or isinstance(v, fits.card.Undefined):
+                return None
+            return v.strip() if isinstance(v, str) else v
+    return None
+
+
+def _first(headers, keys):
+    """(key, value) of the first keyword present with a non-empty value."""
+    for k in keys:
+        v = _value(headers, k)
+        if v is not None and v != "":
+            return k, v
+    return None, None
+
+
+def _number(headers, keys, what, notes):
+    key, v = _first(headers, keys)
+    if key is None:
+        return None
+    if isinstance(v, str):   # some writers quote numbers: '120.0'
+        try:
+            v = float(v)
+        except ValueError:
+            notes.append(f"{key} = {v!r} is not a number; {what} unknown")
+            return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
+            or not np.isfinite(v):
+        notes.append(f"{key} = {v!r} is not a finite number; {what} unknown")
+        return None
+    return float(v)
+
+
+def _text(headers, keys):
+    _, v = _first(headers, keys)
+    return None if v is None else str(v)
+
+
+def _filter(headers, km):
+    single = _text(headers, km.filter_keys)
+    if single is not None:
+        return single
+    wheels = [str(v) for v in (_value(headers, k) for k in km.filter_wheel_keys)
+              if v is not None]
+    if not wheels:
+        return None
+    clear = {_norm(c) for c in km.clear_filters}
+    real = [w for w in wheels if _norm(w) not in clear]
+    return "+".join(real) if real else wheels[0]
+
+
+_BIN_RE = re.compile(r"^\s*(\d+)\s*[x×,\s]\s*(\d+)\s*$", re.IGNORECASE)
+
+
+def _binning(headers, km, notes):
+    key, v = _first(headers, km.binning_keys)
+    if key is not None:
+        m = _BIN_RE.match(str(v))
+        if m:
+            return f"{int(m.group(1))}x{int(m.group(2))}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v}x{v}"
+        notes.append(f"{key} = {v!r} is not a binning like '2 2'")
+    for kx, ky in km.binning_pairs:
+        bx, by = _value(headers, kx), _value(headers, ky)
+        if bx is not None and by is not None:
+            try:
+                return f"{int(bx)}x{int(by)}"
+            except (TypeError, ValueError):
+                notes.append(f"{kx}, {ky} = {bx!r}, {by!r} are not binning factors")
+    return None
+
+
+def _frame_type(headers, km, aliases, notes):
+    key, v = _first(headers, km.type_keys)
+    if key is None:
+        notes.append(f"no frame type keyword ({', '.join(km.type_keys)})")
+        return "other"
+    ftype = aliases.get(_norm(v))
+    if ftype is None:
+        notes.append(f"{key} = {str(v)!r} is not a known frame type")
+        return "other"
+    return ftype
+
+
+def frame_info(path, keymap=None, hdu=None) -> FrameInfo:
+    """The :class:`FrameInfo` of one file (never raises for a bad file: the
+    problem goes into ``error``)."""
+    km = keymap or KeywordMap()
+    return _frame_info(os.fspath(path), km, km.normalized_aliases(), hdu)
+
+
+def _frame_info(path, km, aliases, hdu):
+    try:
+        info = locate_hdu(path, hdu)
+        check_data_size(info)
+    except FitsInputError as e:
+        return FrameInfo(path=path, error=str(e))
+    except Exception as e:  # anything astropy did not word: still one line
+        msg = " ".join(str(e).split()) or type(e).__name__
+        return FrameInfo(path=path, error=f"{path}: {type(e).__name__}: {msg}")
+    headers = ((info.cards,) if info.index == 0 else (info.cards, info.primary_cards))
+    notes = []
+    ftype = _frame_type(headers, km, aliases, notes)
+    exptime = _number(headers, km.exptime_keys, "exposure time", notes)
+    if exptime is None and ftype in ("dark", "flat", "science"):
+        if not any("exposure time" in n for n in notes):
+            notes.append(f"{ftype} frame without an exposure time "
+                         f"({', '.join(km.exptime_keys)})")
+    elif exptime is not None and exptime < 0:
+        notes.append(f"negative exposure time {exptime:g} s")
+    return FrameInfo(
+        path=path, frame_type=ftype, exptime=exptime,
+        filter=_filter(headers, km), object=_text(headers, km.object_keys),
+        shape=tuple(int(n) for n in info.shape), binning=_binning(headers, km, notes),
+        date_obs=_text(headers, km.date_keys),
+        gain=_number(headers, km.gain_keys, "gain", notes),
+        rdnoise=_number(headers, km.rdnoise_keys, "read noise", notes),
+        hdu=info.index, warnings=tuple(notes))
+
+
+# ---------------------------------------------------------------------------
+# the night
+
+
+def list_fits_files(directory):
+    """FITS files directly in ``directory`` (by :data:`FITS_SUFFIXES`, any
+    case; hidden files such as unfinished atomic writes skipped), sorted."""
+    out = []
+    with os.scandir(directory) as it:
+        for e in it:
+            if e.name.startswith(".") or not e.name.lower().endswith(FITS_SUFFIXES):
+                continue
+            if e.is_file():
+                out.append(e.path)
+    return sorted(out)
+
+
+#: Mean seconds per file, read serially, above which :func:`build_catalog`
+#: switches to threads (a slow or network filesystem).
+SLOW_FILE_S = 1e-3
+_PROBE_FILES = 8
+
+
+def build_catalog(paths_or_dir, keymap=None, max_workers=None, *, hdu=None) -> Catalog:
+    """Catalogue a night from headers only.
+
+    Parameters
+    ----------
+    paths_or_dir : directory, one file, or an iterable of files
+        A directory is listed with :func:`list_fits_files` (not recursive);
+        a directory or file that does not exist raises ``FileNotFoundError``.
+        Files of an iterable that do not exist are catalogued as unreadable.
+    keymap : :class:`KeywordMap`, optional
+    max_workers : int, optional
+        Threads reading headers. Parsing a header is pure Python and holds the
+        GIL, so on a local disk one thread is fastest (threads only add
+        contention); threads pay off when opening/reading a file waits on a
+        slow or network filesystem. The default (``None``) therefore reads the
+        first few files serially and continues in a thread pool (the
+        ``ThreadPoolExecutor`` default size) only if they took more than
+        :data:`SLOW_FILE_S` each. ``1``: serial; ``n > 1``: always ``n`` threads.
+    hdu : which HDU of each file (default: the first with 2-D image data).
+
+    Returns a :class:`Catalog` with frames sorted by path (duplicates
+    removed); the result never depends on ``max_workers``.
+    """
+    km = keymap or KeywordMap()
+    aliases = km.normalized_aliases()
+    if isinstance(paths_or_dir, (str, os.PathLike)):
+        p = os.fspath(paths_or_dir)
+        if not os.path.exists(p):   # a mistyped night is a usage error
+            raise FileNotFoundError(f"{p}: no such file or directory")
+        paths = list_fits_files(p) if os.path.isdir(p) else [p]
+    else:
+        paths = sorted({os.fspath(p) for p in paths_or_dir})
+    if max_workers is not None and max_workers < 1:
+        raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+
+    def one(p):
+        return _frame_info(p, km, aliases, hdu)
+
+    frames = []
+    if max_workers is None:             # probe: is the filesystem slow?
+        t0 = time.perf_counter()
+        frames = [one(p) for p in paths[:_PROBE_FILES]]
+        slow = (time.perf_counter() - t0) / max(len(frames), 1) > SLOW_FILE_S
+        max_workers = min(32, (os.cpu_count() or 1) + 4) if slow else 1
+    rest = paths[len(frames):]
+    if max_workers == 1 or len(rest) <= 1:
+        frames += [one(p) for p in rest]
+    else:
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(rest))) as pool:
+            frames += list(pool.map(one, rest))
+    return Catalog(frames=frames, keymap=km)

@@ -1,0 +1,593 @@
+"""Fast reading of raw CCD frames as float32 physical values (layer 3).
+
+Raw frames are usually 16-bit integers stored with ``BZERO``/``BSCALE``
+(e.g. unsigned 16-bit as ``int16`` + ``BZERO = 32768``), big-endian on disk.
+astropy will not memory-map scaled data and converts in several passes, so
+here the stored numbers are memory-mapped (never scaled by astropy) and
+converted once, straight into native ``float32``:
+
+    physical = stored * BSCALE + BZERO      (ADU; integer BLANK pixels -> NaN)
+
+The arithmetic is done in float32 for 8/16-bit integers and float32 data,
+which gives bit for bit what ``astropy.io.fits.getdata(...).astype(float32)``
+gives; 32/64-bit integers and float64 data are scaled in float64 and rounded
+once to float32 (float32 holds integers exactly only up to 2**24, so e.g.
+unsigned 32-bit counts above that keep 24 significant bits).
+
+* :func:`read_raw` -- one frame, in memory, as :class:`RawFrame`.
+* :func:`open_lazy` -- one frame as a dask array whose tasks read their own
+  block of rows from a memory map of the stored integers (only the path and
+  a few numbers are pickled), so a stack of many frames can be combined
+  chunk by chunk without loading whole files.
+* :func:`read_header` -- only the header.
+* :func:`locate_hdu` -- headers, shape and data position of one image HDU
+  (what the night catalogue reads).
+
+Headers are found by walking the 2880-byte FITS blocks (one ``open`` per
+file); keywords are looked up on the header bytes by :class:`HeaderCards`,
+which parses only the cards asked for and builds the full astropy
+``Header`` on first use (``RawFrame.header``, :func:`read_header`). That is
+what makes the catalogue ~10x faster than ``fits.open``-based tools. Anything
+the walk is unsure about -- tile-compressed HDUs, HDUs chosen by name,
+non-standard files -- goes through ``fits.open`` and
+:func:`crdask.io.fits._select`, which also words those errors. Files are
+opened read-only and never modified. Gzip files (``.fits.gz``) are
+decompressed as a stream; tile-compressed files (fpack ``.fz``,
+:class:`~astropy.io.fits.CompImageHDU`) are decoded by astropy; neither can
+be memory-mapped. Problems raise :class:`~crdask.io.fits.FitsInputError`:
+``"FILE[HDU]: problem"``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import numbers
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+from .fits import FitsInputError, _label, _select, parse_hdu
+
+__all__ = ["RawFrame", "HduInfo", "read_raw", "open_lazy", "read_header",
+           "locate_hdu", "check_data_size", "to_physical", "HeaderCards"]
+
+_BLOCK = 2880
+_CARD = 80
+#: Stored dtype (big-endian) for each BITPIX.
+_BITPIX_DTYPE = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass
+class RawFrame:
+    """One raw frame read by :func:`read_raw`.
+
+    data : ndarray, shape (ny, nx), native float32 -- physical values (ADU),
+        a private in-memory array (not tied to the file).
+    header : astropy.io.fits.Header -- the image HDU's header as stored (its
+        BZERO/BSCALE describe the file, not ``data``).
+    path : str
+    hdu : int or str -- the HDU as asked for (index, EXTNAME or "NAME,VER");
+        the index found when ``hdu=None``.
+    index : int -- index of the HDU in the file.
+    """
+
+    data: np.ndarray
+    header: fits.Header
+    path: str
+    hdu: object
+    index: int = 0
+
+
+class HeaderCards:
+    """Keyword lookup straight on the bytes of one header, for speed.
+
+    ``key in cards``, ``cards[key]`` and ``cards.get(key, default)`` behave
+    like an :class:`astropy.io.fits.Header` for ordinary 8-character keywords
+    (first occurrence wins; strings lose trailing blanks; ``T``/``F`` are
+    bools; an undefined value is ``None``), but parse only the cards asked
+    for. Anything unusual -- long keywords (HIERARCH), commentary cards,
+    CONTINUE'd strings, complex numbers -- is answered by the full astropy
+    header, which :attr:`header` builds once, on first use.
+    """
+
+    __slots__ = ("raw", "_index", "_values", "_header")
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        index = {}
+        for i in range(0, len(raw), _CARD):
+            kw = raw[i:i + 8]
+            if kw == b"END     ":
+                break
+            index.setdefault(kw.rstrip().decode("ascii", "replace").upper(), i)
+        self._index = index
+        self._values = {}
+        self._header = None
+
+    @property
+    def header(self) -> fits.Header:
+        """The whole header, parsed by astropy (cached)."""
+        if self._header is None:
+            self._header = fits.Header.fromstring(self.raw)
+        return self._header
+
+    def _simple(self, key):
+        return len(key) <= 8 and " " not in key and key not in _COMMENTARY
+
+    def __contains__(self, key):
+        key = key.upper()
+        return key in self._index if self._simple(key) else key in self.header
+
+    def __getitem__(self, key):
+        key = key.upper()
+        if not self._simple(key):
+            return self.header[key]
+        if key in self._values:
+            return self._values[key]
+        i = self._index[key]               # KeyError like a Header
+        value = _card_value(self.raw[i:i + _CARD])
+        if value is _ASK_ASTROPY:
+            value = self.header[key]
+        self._values[key] = value
+        return value
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+_COMMENTARY = ("COMMENT", "HISTORY", "", "CONTINUE")
+_ASK_ASTROPY = object()
+_INT_RE = re.compile(rb"^[+-]?\d+$")
+_FLOAT_RE = re.compile(rb"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[EeDd][+-]?\d+)?$")
+
+
+def _card_value(card):
+    """The value of one 80-byte card like astropy gives it, or _ASK_ASTROPY."""
+    if card[8:10] != b"= ":
+        return _ASK_ASTROPY
+    rest = card[10:].lstrip(b" ")
+    if rest.startswith(b"'"):
+        out, i = [], 1
+        while True:
+            j = rest.find(b"'", i)
+            if j < 0:
+                return _ASK_ASTROPY
+            out.append(rest[i:j])
+            if rest[j + 1:j + 2] == b"'":    # '' is a quote inside the string
+                out.append(b"'")
+                i = j + 2
+                continue
+            break
+        text = b"".join(out).rstrip(b" ")
+        if text.endswith(b"&"):              # may continue on CONTINUE cards
+            return _ASK_ASTROPY
+        try:
+            return text.decode("ascii")
+        except UnicodeDecodeError:
+            return _ASK_ASTROPY
+    token = rest.split(b"/", 1)[0].strip(b" ")
+    if token == b"":
+        return None                          # undefined value
+    if token == b"T":
+        return True
+    if token == b"F":
+        return False
+    if _INT_RE.match(token):
+        return int(token)
+    if _FLOAT_RE.match(token):
+        return float(token.replace(b"D", b"E").replace(b"d", b"e"))
+    return _ASK_ASTROPY
+
+
+@dataclass
+class HduInfo:
+    """Where one 2-D image HDU is and what its headers say (no data read).
+
+    ``shape`` is ``(ny, nx)`` = ``(NAXIS2, NAXIS1)`` of the image.
+    ``cards`` / ``primary_cards``: fast keyword lookup (:class:`HeaderCards`,
+    or an astropy Header when astropy found the HDU) on the image HDU's and
+    on HDU 0's header; :attr:`header` / :attr:`primary` are the astropy
+    Headers. ``storage`` is ``"plain"`` (memory-mappable at byte
+    ``offset``), ``"gzip"`` (``offset`` into the decompressed stream) or
+    ``"compressed"`` (tile-compressed: ``offset`` is None, astropy decodes it).
+    """
+
+    path: str
+    hdu: object
+    index: int
+    cards: object
+    primary_cards: object
+    shape: tuple
+    storage: str
+    offset: int | None
+
+    @property
+    def header(self) -> fits.Header:
+        c = self.cards
+        return c.header if isinstance(c, HeaderCards) else c
+
+    @property
+    def primary(self) -> fits.Header:
+        c = self.primary_cards
+        return c.header if isinstance(c, HeaderCards) else c
+
+    @property
+    def location(self) -> "_DataLoc":
+        """Where the pixels are, without the headers (small, picklable)."""
+        dtype = None if self.storage == "compressed" else _BITPIX_DTYPE[self.cards["BITPIX"]]
+        return _DataLoc(self.path, self.hdu, self.index, self.storage, self.offset,
+                        self.shape, dtype)
+
+
+@dataclass(frozen=True)
+class _DataLoc:
+    path: str
+    hdu: object
+    index: int
+    storage: str
+    offset: int | None
+    shape: tuple
+    dtype: str | None    # stored big-endian dtype, e.g. '>i2'
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _scaling(header, path, label):
+    """(BSCALE, BZERO, BLANK or None) of an image header, checked."""
+    out = []
+    for key, default in (("BSCALE", 1), ("BZERO", 0)):
+        v = header.get(key, default)
+        if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)
+                or not np.isfinite(v)):
+            raise FitsInputError(path, label, f"keyword {key} = {v!r} is not a finite "
+                                 "number", keyword=key)
+        out.append(v)
+    blank = header.get("BLANK")
+    if not isinstance(blank, numbers.Integral) or isinstance(blank, bool):
+        blank = None
+    return out[0], out[1], blank
+
+
+def to_physical(stored, bscale=1, bzero=0, blank=None):
+    """``stored * bscale + bzero`` as a new native float32 array of the same
+    shape, in one conversion pass (plus one per non-trivial scale); integer
+    ``blank`` pixels become NaN. ``stored``: any real numeric array, big- or
+    little-endian, possibly a memmap. See the module docstring for precision.
+    """
+    stored = np.asarray(stored)
+    if stored.dtype.kind not in "biuf":
+        raise TypeError(f"unsupported data type {stored.dtype}")
+    wide = stored.dtype.itemsize > 4 or (stored.dtype.kind in "iu"
+                                         and stored.dtype.itemsize > 2)
+    out = np.empty(stored.shape, np.float64 if wide else np.float32)
+    out[...] = stored                       # byte swap + convert, one pass
+    if bscale != 1:
+        out *= bscale
+    if bzero != 0:
+        out += bzero
+    if blank is not None and stored.dtype.kind in "iu":
+        out[stored == blank] = np.nan
+    return out.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------
+# finding the HDU: fast block walk, astropy as the fallback
+
+
+class _NotFits(Exception):
+    """The primary header is certainly broken (the fast walk words it)."""
+
+
+def _read_header_blocks(f, first):
+    """Bytes of one header (whole blocks up to the END card), or None if the
+    stream does not hold a complete header here. For the primary header
+    (``first``) a certain problem raises :class:`_NotFits` instead."""
+    chunks = []
+    while True:
+        blk = f.read(_BLOCK)
+        if not chunks and not blk.startswith(b"SIMPLE  =" if first else b"XTENSION="):
+            if not first:
+                return None
+            raise _NotFits("empty file" if not blk else
+                           "not a FITS file (does not start with a SIMPLE card)")
+        if len(blk) != _BLOCK:
+            if not first:
+                return None
+            raise _NotFits(f"truncated FITS header (no END card in the first "
+                           f"{sum(map(len, chunks)) + len(blk)} bytes)")
+        chunks.append(blk)
+        for i in range(0, _BLOCK, _CARD):
+            if blk[i:i + 8] == b"END     ":
+                return b"".join(chunks)
+        if len(chunks) > 1000:   # 36000 cards: not a sane header
+            return None
+
+
+def _int_key(h, key, default=None):
+    v = h.get(key, default)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _data_bytes(h):
+    """Size of the data unit in bytes (unpadded), or None if unsure."""
+    naxis = _int_key(h, "NAXIS")
+    bitpix = _int_key(h, "BITPIX")
+    if naxis is None or bitpix not in _BITPIX_DTYPE or h.get("GROUPS") is True:
+        return None
+    if naxis == 0:
+        return 0
+    n = 1
+    for i in range(1, naxis + 1):
+        v = _int_key(h, f"NAXIS{i}")
+        if v is None or v < 0:
+            return None
+        n *= v
+    pcount, gcount = _int_key(h, "PCOUNT", 0), _int_key(h, "GCOUNT", 1)
+    if pcount is None or gcount is None:
+        return None
+    return abs(bitpix) // 8 * gcount * (pcount + n)
+
+
+def _fast_locate(f, path, spec, gz):
+    """:class:`HduInfo` by walking the blocks of the open binary stream ``f``
+    (``spec`` None or an int); None whenever the walk is unsure (the caller
+    then asks astropy)."""
+    primary, index, pos = None, 0, 0
+    while True:
+        raw = _read_header_blocks(f, first=primary is None)
+        if raw is None:
+            return None
+        h = HeaderCards(raw)
+        if primary is None:
+            primary = h
+        pos += len(raw)
+        size = _data_bytes(h)
+        if size is None or h.get("ZIMAGE") is True:
+            return None         # unusual or tile-compressed: astropy decides
+        is_image = index == 0 or h.get("XTENSION") == "IMAGE"
+        shape = tuple(h.get(f"NAXIS{i}", 0) for i in (2, 1))
+        good = is_image and h.get("NAXIS") == 2 and min(shape) > 0
+        if (spec is None and good) or spec == index:
+            if not good:
+                return None     # astropy words the error
+            return HduInfo(path=path, hdu=index, index=index, cards=h,
+                           primary_cards=primary, shape=shape,
+                           storage="gzip" if gz else "plain", offset=pos)
+        pos += -(-size // _BLOCK) * _BLOCK
+        f.seek(pos)
+        index += 1
+
+
+def _astropy_open(path, label):
+    """Read-only, lazy, stored (unscaled) numbers; errors as FitsInputError."""
+    try:
+        return fits.open(path, mode="readonly", memmap=True, lazy_load_hdus=True,
+                         do_not_scale_image_data=True)
+    except Exception as e:
+        raise FitsInputError(path, label, f"not a readable FITS file: "
+                             f"{_one_line(e)}") from None
+
+
+def _astropy_locate(path, spec, label, gz):
+    hdul = _astropy_open(path, label)
+    try:
+        index, label, image = _select(hdul, spec, path)
+        header = image.header
+        primary = header if index == 0 else hdul[0].header
+        shape = tuple(header.get(f"NAXIS{i}", 0) for i in (2, 1))
+        if isinstance(image, fits.CompImageHDU):
+            storage, offset = "compressed", None
+        else:
+            storage = "gzip" if gz else "plain"
+            offset = getattr(image, "_data_offset", None)
+            if offset is None:   # private attribute gone: the public (slow) way
+                offset = hdul.fileinfo(index)["datLoc"]
+    finally:
+        hdul.close()
+    if storage != "compressed" and header.get("BITPIX") not in _BITPIX_DTYPE:
+        raise FitsInputError(path, label, f"unsupported BITPIX = "
+                             f"{header.get('BITPIX')!r}", keyword="BITPIX")
+    return HduInfo(path=path, hdu=label, index=index, cards=header, primary_cards=primary,
+                   shape=shape, storage=storage, offset=offset)
+
+
+def locate_hdu(path, hdu=None) -> HduInfo:
+    """Find one 2-D image HDU and read its header (and the primary header),
+    without reading data. ``hdu``: index, EXTNAME, (EXTNAME, EXTVER) or
+    ``"NAME,VER"``; ``None`` = the first HDU with 2-D image data. Raises
+    :class:`~crdask.io.fits.FitsInputError`."""
+    path = os.fspath(path)
+    spec = parse_hdu(hdu)
+    label = _label(spec)
+    try:
+        f = open(path, "rb")        # one open: few system calls (GIL hand-offs)
+    except FileNotFoundError:
+        raise FitsInputError(path, label, "no such file") from None
+    except IsADirectoryError:
+        raise FitsInputError(path, label, "is a directory, not a FITS file") from None
+    except PermissionError:
+        raise FitsInputError(path, label, "permission denied") from None
+    except OSError as e:
+        raise FitsInputError(path, label, f"cannot open file: {_one_line(e)}") from None
+    info = None
+    with f:
+        gz = f.peek(2)[:2] == _GZIP_MAGIC
+        if spec is None or (isinstance(spec, int) and spec >= 0):
+            try:
+                info = _fast_locate(gzip.GzipFile(fileobj=f) if gz else f, path, spec, gz)
+            except _NotFits as e:
+                raise FitsInputError(path, label, str(e)) from None
+            except Exception:   # corrupt gzip stream, odd header...: astropy words it
+                info = None
+    return info if info is not None else _astropy_locate(path, spec, label, gz)
+
+
+# ---------------------------------------------------------------------------
+# reading pixels
+
+
+def _stored(loc, rows=slice(None)):
+    """The stored numbers of the image at ``loc`` (a :class:`_DataLoc`), rows
+    ``rows``, all columns. Plain files: a read-only memmap. Raises
+    FitsInputError."""
+    path, label = loc.path, loc.hdu
+    ny, nx = loc.shape
+    if loc.storage == "compressed":
+        hdul = _astropy_open(path, label)
+        try:
+            data = hdul[loc.index].data
+            return np.array(data[rows])
+        except Exception as e:
+            raise FitsInputError(path, label, "cannot decode compressed image data "
+                                 f"(truncated or corrupt file?): {_one_line(e)}") from None
+        finally:
+            hdul.close()
+    dtype = np.dtype(loc.dtype)
+    if loc.storage == "plain":
+        _check_size(loc)
+        return np.memmap(path, dtype=dtype, mode="r", offset=loc.offset,
+                         shape=(ny, nx))[rows]
+    try:
+        with gzip.open(path, "rb") as f:
+            f.seek(loc.offset)
+            buf = f.read(ny * nx * dtype.itemsize)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise FitsInputError(path, label, "cannot decompress image data (truncated "
+                             f"or corrupt file?): {_one_line(e)}") from None
+    if len(buf) < ny * nx * dtype.itemsize:
+        raise FitsInputError(path, label, f"file is truncated: image data need "
+                             f"{ny * nx * dtype.itemsize} bytes, stream has {len(buf)}")
+    return np.frombuffer(buf, dtype=dtype).reshape(ny, nx)[rows]
+
+
+def _check_size(loc):
+    ny, nx = loc.shape
+    need = loc.offset + ny * nx * np.dtype(loc.dtype).itemsize
+    size = os.path.getsize(loc.path)
+    if size < need:
+        raise FitsInputError(loc.path, loc.hdu, f"file is truncated: image data end "
+                             f"at byte {need}, file has {size} bytes")
+
+
+def check_data_size(info):
+    """Raise :class:`~crdask.io.fits.FitsInputError` if a plain file is too
+    short for the image data its header announces (one ``stat``; gzip and
+    tile-compressed files are not checked: that needs decompressing)."""
+    if info.storage == "plain":
+        _check_size(info.location)
+
+
+def _physical(info, rows=slice(None)):
+    stored = _stored(info.location, rows)
+    if stored.dtype.kind not in "biuf":
+        raise FitsInputError(info.path, info.hdu, f"unsupported data type {stored.dtype}")
+    return to_physical(stored, *_scaling(info.cards, info.path, info.hdu))
+
+
+def read_raw(path, hdu=None) -> RawFrame:
+    """Read one 2-D image as native float32 physical values (ADU).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Plain, gzip-compressed (``.gz``) or tile-compressed (``.fz``) FITS.
+    hdu : int, str, (str, int) or None
+        Index, EXTNAME or (EXTNAME, EXTVER) (also ``"NAME,VER"``); ``None``
+        picks the first HDU with 2-D image data.
+
+    Returns :class:`RawFrame` with ``data`` of shape ``(ny, nx)``. Raises
+    :class:`~crdask.io.fits.FitsInputError` for a missing, unreadable or
+    truncated file, no such HDU, or an HDU without 2-D numeric data.
+    """
+    info = locate_hdu(path, hdu)
+    data = _physical(info)
+    return RawFrame(data=data, header=info.header, path=info.path, hdu=info.hdu,
+                    index=info.index)
+
+
+def read_header(path, hdu=None) -> fits.Header:
+    """The header of one HDU (default: the first with 2-D image data), without
+    reading any data. For a tile-compressed HDU this is the image header
+    astropy reconstructs (NAXISn of the image, not of the table). Raises
+    :class:`~crdask.io.fits.FitsInputError`."""
+    return locate_hdu(path, hdu).header
+
+
+class _LazyImage:
+    """Array-like for :func:`dask.array.from_array`: ``obj[ys, xs]`` reads only
+    rows ``ys`` from a fresh read-only memmap and converts them to float32.
+    Pickles as a path and a few numbers (never the header)."""
+
+    def __init__(self, info, token):
+        self.loc = info.location
+        self.scaling = _scaling(info.cards, info.path, info.hdu)
+        self.token = token
+        self.shape = info.shape
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __getitem__(self, key):
+        ys, xs = key
+        return to_physical(_stored(self.loc, ys)[:, xs], *self.scaling)
+
+    def __dask_tokenize__(self):
+        return ("crdask-raw", self.loc, self.scaling, self.token)
+
+
+def _read_whole(path, index, token):
+    """Task for compressed files (``token`` -- size, mtime -- keys the task to
+    the file's current content)."""
+    return read_raw(path, index).data
+
+
+def open_lazy(path, hdu=None, chunks=(512, -1)):
+    """One frame as a lazy dask array, shape ``(ny, nx)``, float32 physical
+    values (ADU).
+
+    The header is read now (so a bad file fails here, with a
+    :class:`~crdask.io.fits.FitsInputError`); pixels are read when computed.
+
+    * Plain files: each task memory-maps the file, converts only its own rows
+      to float32 and unmaps, so a reduction over a stack of frames computed
+      chunk by chunk never holds a whole frame. A task carries only the
+      path, data offset, shape, BITPIX and scaling numbers. A truncated file
+      is reported now.
+    * Gzip (``.gz``) and tile-compressed (``.fz``) files cannot be mapped:
+      one task reads and decodes the whole HDU and the array is then split
+      into ``chunks`` (a whole frame is in memory while its blocks are used).
+
+    ``chunks`` is any dask chunk specification (default 512 full-width rows).
+    Keys depend on path, HDU, file size and modification time, so the same
+    file gives the same keys and a rewritten one new keys; the file must not
+    change between building and computing the graph.
+    """
+    import dask
+    import dask.array as da
+
+    info = locate_hdu(path, hdu)
+    path = info.path
+    st = os.stat(path)
+    token = (st.st_size, st.st_mtime_ns)
+    meta = np.empty((0, 0), np.float32)
+    if info.storage == "plain":
+        check_data_size(info)          # a truncated file fails now, not in a task
+        lazy = _LazyImage(info, token)
+        name = "raw-" + dask.base.tokenize(lazy, chunks)
+        return da.from_array(lazy, chunks=chunks, name=name, meta=meta, asarray=False)
+    _scaling(info.cards, path, info.hdu)    # fail now on a bad BZERO/BSCALE
+    whole = dask.delayed(_read_whole, pure=True)(path, info.index, token)
+    return da.from_delayed(whole, shape=info.shape, dtype=np.float32,
+                           meta=meta).rechunk(chunks)
