@@ -6,6 +6,7 @@ with some files set aside (each named on one ``crdask: error:`` line, and
 listed again at the end).
 """
 
+import dataclasses
 import sys
 import time
 
@@ -320,6 +321,117 @@ def calibrate_cmd(ctx, directory, out_dir, hdu, overscan, trim, gain, readnoise,
     if res.rejected:
         click.echo(f"crdask: {len(res.rejected)} frame(s) set aside", err=True)
     ctx.exit(res.exit_code)
+
+
+@cli.command("run")
+@click.argument("workflow", type=click.Path(exists=True, dir_okay=False))
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Address of a running dask.distributed scheduler.")
+@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False),
+              help="Scheduler file written by dask-scheduler / dask-jobqueue.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes of the local cluster [default: sized to the machine].")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
+              help="Threads per worker.")
+@click.option("--memory-limit", default=None, help="Memory limit per worker, e.g. 4GiB.")
+@click.option("--restart", is_flag=True,
+              help="Forget the ledger and intermediates and start clean.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and what is already done; "
+                                                "compute nothing.")
+@click.pass_context
+def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worker,
+            memory_limit, restart, dry_run):
+    """Reduce a night as WORKFLOW (YAML) says: masters, calibrated science
+    frames, cosmic rays, report. Reruns finish only what is missing."""
+    from .pipeline.config import WorkflowError, load_workflow
+    from .pipeline.night import plan_night, run_night
+
+    overrides = {k: v for k, v in (("scheduler", scheduler), ("scheduler_file", scheduler_file),
+                                   ("workers", workers),
+                                   ("threads_per_worker", threads_per_worker),
+                                   ("memory_limit", memory_limit)) if v is not None}
+    try:
+        wf = load_workflow(workflow)
+    except WorkflowError as e:
+        click.echo(f"crdask: error: {e}", err=True)
+        ctx.exit(EXIT_USAGE)
+    if overrides:  # command-line execution settings win over the file's
+        wf = dataclasses.replace(wf, execution=dataclasses.replace(wf.execution, **overrides))
+    if dry_run:
+        plan = plan_night(wf)
+        click.echo(f"workflow {workflow} -> {wf.output}")
+        click.echo(f"{len(plan['catalog'])} input files; masters: {plan['masters']}")
+        for label, count in plan["groups"].items():
+            click.echo(f"  {count:4d}  {label}")
+        for s in plan["science"]:
+            click.echo(f"  {s['state']:<22} {s['file']}")
+        for f in plan["catalog"].unreadable:
+            click.echo(f"crdask: error: {f.error}", err=True)
+        ctx.exit(EXIT_OK)
+
+    def bar(n, total, s):
+        width = 30
+        done = int(width * n / max(total, 1))
+        click.echo(f"\r[{'#' * done}{'.' * (width - done)}] {n}/{total} {s['file'][:40]:<40}",
+                   nl=n == total)
+        if s["status"] == "failed":
+            click.echo(f"\ncrdask: error: {s['error']}", err=True)
+
+    progress = bar if sys.stdout.isatty() else None
+    try:
+        result = run_night(wf, restart=restart, log=click.echo, progress=progress)
+    except OSError as e:
+        click.echo(f"crdask: error: {e}", err=True)
+        ctx.exit(EXIT_USAGE)
+    rec = result.record
+    sci = [f for f in rec["frames"] if f.get("type") == "science"]
+    n_done = sum(f["status"] == "done" for f in sci)
+    n_skip = sum(f["status"] == "skipped" for f in sci)
+    click.echo(f"crdask: {n_done} science frame(s) reduced, {n_skip} already done, in "
+               f"{rec['seconds']:.1f} s")
+    if rec.get("cr_summary"):
+        c = rec["cr_summary"]
+        click.echo(f"crdask: CR recall {100 * c['recall']:.1f}%, {c['false_positives']} false "
+                   f"positive pixels (vs truth, {c['frames']} frames)")
+    click.echo(f"crdask: report {result.report_paths.get('markdown', '')}")
+    for f in rec["failures"]:
+        click.echo(f"crdask: error: {f['reason']}", err=True)
+    ctx.exit(result.exit_code)
+
+
+@cli.group("simulate")
+def simulate_grp():
+    """Write simulated data (with the truth kept apart)."""
+
+
+@simulate_grp.command("night")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--size", type=click.IntRange(min=64), default=2048, show_default=True,
+              help="Side of the square imaging area, pixels.")
+@click.option("--bias", "n_bias", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--darks", "n_dark", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Darks per exposure time.")
+@click.option("--dark-times", default="60,300", show_default=True,
+              help="Comma-separated dark exposure times, s.")
+@click.option("--filters", default="V,R", show_default=True, help="Comma-separated filters.")
+@click.option("--flats", "n_flat", type=click.IntRange(min=0), default=7, show_default=True,
+              help="Flats per filter.")
+@click.option("--science", "n_science", type=click.IntRange(min=0), default=20,
+              show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--overwrite", is_flag=True)
+def simulate_night_cmd(directory, size, n_bias, n_dark, dark_times, filters, n_flat,
+                       n_science, seed, overwrite):
+    """Write a raw night into DIRECTORY; the truth (CR masks, detector)
+    goes to DIRECTORY_truth, never into the raw files."""
+    from .simulate import write_night
+
+    m = write_night(directory, shape=(size, size), n_bias=n_bias, n_dark=n_dark,
+                    dark_times=tuple(float(t) for t in dark_times.split(",") if t),
+                    filters=tuple(f for f in filters.split(",") if f), n_flat=n_flat,
+                    n_science=n_science, seed=seed, overwrite=overwrite)
+    click.echo(f"{len(m.files)} raw files in {m.directory}; truth in {m.truth_dir} "
+               f"({m.elapsed_s:.1f} s)")
 
 
 def main(argv=None):

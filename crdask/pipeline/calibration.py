@@ -83,6 +83,11 @@ class CalibSetup:
     gain (e-/ADU), readnoise (e-) : override the header values.
     saturation : ADU; None = header SATURATE, else 65535.
     combine_kw : keyword arguments of :func:`crdask.calib.combine.combine`.
+    combine_by_kind : per-master overrides of ``combine_kw`` ('bias', 'dark',
+        'flat'). By default darks and flats clip with a MAD-based spread: with
+        fewer than ~11 frames a single cosmic ray can never stand 3 standard
+        deviations out (the standard deviation includes it), so std clipping
+        would leave CR tracks in the master dark.
     flat_region : FITS section (trimmed pixels) where flats are normalised;
         None = the central half in each axis.
     flat_norm : 'median' or 'mode' (mode = 3 median - 2 mean, Pearson).
@@ -104,6 +109,9 @@ class CalibSetup:
     readnoise: float | None = None
     saturation: float | None = None
     combine_kw: dict = field(default_factory=_default_combine)
+    combine_by_kind: dict = field(default_factory=lambda: {
+        "dark": {"sigma_clip_dev_func": "mad_std"},
+        "flat": {"sigma_clip_dev_func": "mad_std"}})
     flat_region: str | None = None
     flat_norm: str = "median"
     hot_sigma: float = 8.0
@@ -294,30 +302,33 @@ class Master:
     header: dict = field(default_factory=dict)
 
 
-def _combine(frames, setup, scale=None):
-    res = combine([f for f in frames], scale=scale, **setup.combine_kw)
+def _combine(frames, setup, kind, scale=None):
+    kw = {**setup.combine_kw, **setup.combine_by_kind.get(kind, {})}
+    res = combine(list(frames), scale=scale, **kw)
     return res.data, res.count
 
 
 def master_bias(preps, setup):
     """Master bias (e-) from pre-processed bias frames."""
-    data, count = _combine([p.data for p in preps], setup)
+    data, count = _combine([p.data for p in preps], setup, "bias")
     rn = float(np.median([p.readnoise for p in preps]))
     var = (np.float32(rn * rn) / da.maximum(count, 1)).astype(np.float32)
     return Master("bias", data, var, count, [p.path for p in preps],
-                  {"n": len(preps), **setup.combine_kw}, {"BUNIT": "electron"})
+                  {"n": len(preps), **setup.combine_kw, **setup.combine_by_kind.get("bias", {})},
+                  {"BUNIT": "electron"})
 
 
 def master_dark(preps, setup, bias):
     """Master dark current (e-/s) from bias-subtracted darks / EXPTIME."""
     frames = [(p.data - bias.data) / np.float32(p.exptime) for p in preps]
-    data, count = _combine(frames, setup)
+    data, count = _combine(frames, setup, "dark")
     t = float(np.median([p.exptime for p in preps]))
     rn = float(np.median([p.readnoise for p in preps]))
     var = ((np.float32(rn * rn) + bias.variance + da.maximum(data * np.float32(t), 0))
            / (da.maximum(count, 1) * np.float32(t * t))).astype(np.float32)
     return Master("dark", data, var, count, [p.path for p in preps],
-                  {"n": len(preps), "median_exptime": t, **setup.combine_kw},
+                  {"n": len(preps), "median_exptime": t, **setup.combine_kw,
+                   **setup.combine_by_kind.get("dark", {})},
                   {"BUNIT": "electron/s", "EXPTIME": t})
 
 
@@ -335,7 +346,7 @@ def master_flat(preps, setup, bias, dark, filt):
     if bad:
         raise FrameRejected(f"{bad[0][0].path}: flat level {bad[0][1]:.3g} e- is not positive")
     scale = [np.float32(1.0 / lv) for lv in levels]
-    data, count = _combine(frames, setup, scale=scale)
+    data, count = _combine(frames, setup, "flat", scale=scale)
     sub = data[region]
     if setup.flat_norm == "mode":
         norm = 3 * da.nanmedian(sub.rechunk(-1), axis=(0, 1)) - 2 * da.nanmean(sub)
@@ -346,7 +357,8 @@ def master_flat(preps, setup, bias, dark, filt):
     var = (da.maximum(data, 0) / (np.float32(level) * da.maximum(count, 1))).astype(np.float32)
     return Master("flat", data, var, count, [p.path for p in preps],
                   {"n": len(preps), "filter": filt, "norm": setup.flat_norm,
-                   **setup.combine_kw}, {"BUNIT": "", "FILTER": filt})
+                   **setup.combine_kw, **setup.combine_by_kind.get("flat", {})},
+                  {"BUNIT": "", "FILTER": filt})
 
 
 def bad_pixel_mask(dark, flats, setup):
