@@ -1,10 +1,7 @@
 """Shared fixtures: the real frames in ../shared/data and hypothesis profiles."""
 
 import os
-import warnings
-from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -13,27 +10,7 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not SHARED.exists():  # a fresh clone sits next to shared/ as well
-    SHARED = Path(os.environ.get("CRDASK_SHARED_DATA", "/work/shared/data"))
-
-REAL_FRAMES = {
-    "m51": "kpno-m51/dev_pix_m51_B_600s.fits",
-    "wht": "wht-isis-dark/wht070.fits",
-    "sprat": "sprat-lhs6328/v_e_20180810_12_1_0_0.fits.gz",
-}
-
-
-def read_real(name):
-    """Primary-HDU data of a real frame as native float32 (ADU)."""
-    from astropy.io import fits
-    path = SHARED / REAL_FRAMES[name]
-    if not path.exists():
-        pytest.fail(f"real test data missing: {path} (see shared/data/README.md)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # wht070.fits has one trailing byte
-        with fits.open(path) as hdul:
-            return np.asarray(hdul[0].data, dtype=np.float32)
+from shared_data import REAL_FRAMES, SHARED, read_real  # noqa: F401,E402
 
 
 @pytest.fixture(scope="session")

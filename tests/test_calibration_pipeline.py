@@ -13,7 +13,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from click.testing import CliRunner
 
-from conftest import SHARED
+from shared_data import SHARED
 from crdask.calib import bits
 from crdask.cli import cli
 from crdask.pipeline.calibration import CalibSetup, electrons, reduce_night_calibration

@@ -14,7 +14,7 @@ from astropy.io import fits
 from crdask.io import Catalog, FrameInfo, KeywordMap, build_catalog
 from crdask.io.catalog import frame_info, list_fits_files
 
-from conftest import REAL_FRAMES, SHARED
+from shared_data import REAL_FRAMES, SHARED
 
 SPRAT_DIR = SHARED / "sprat-lhs6328"
 

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from shared_data import SHARED
 from astropy.io import fits
 from click.testing import CliRunner
 

@@ -21,7 +21,7 @@ from crdask.pipeline.config import (
     load_workflow,
 )
 
-from conftest import SHARED
+from shared_data import SHARED
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 EXAMPLES = sorted(WORKFLOWS.glob("*.yaml"))

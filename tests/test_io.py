@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from shared_data import SHARED
 from astropy.io import fits
 
 from crdask.io import (

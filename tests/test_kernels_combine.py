@@ -185,3 +185,47 @@ def test_even_median_is_mean_of_middle_values():
     data = np.array([1, 2, 4, 100], np.float32)[:, None, None]
     got, _ = combine_stack(data, method="median")
     assert got[0, 0] == 3.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 64, 150])
+@pytest.mark.parametrize("cen, dev", [("median", "std"), ("mean", "mad_std")])
+def test_many_frames_and_lane_widths(n, cen, dev):
+    # 150 frames: narrower tiles (lanes_for), the long sorting network
+    rng = np.random.default_rng(n)
+    data = (500 + rng.normal(0, 3, (n, 3, 130))).astype(np.float32)
+    hit = rng.random(data.shape) < 0.05
+    data[hit] += rng.uniform(50, 5000, hit.sum()).astype(np.float32)
+    mask = rng.random(data.shape) < 0.1
+    data[rng.random(data.shape) < 0.02] = np.nan
+    for maxiters in (1, None):
+        clipped = _astropy_clip(data, mask, cen, dev, maxiters, 2.5, 3.0)
+        for method in ("average", "median"):
+            ref, cnt = _reference(clipped, method)
+            got, count = combine_stack(data, mask, method=method, sigma_clip=True,
+                                       sigma_lower=2.5, sigma_upper=3.0, cenfunc=cen,
+                                       stdfunc=dev, maxiters=maxiters)
+            np.testing.assert_array_equal(count, cnt)
+            _assert_close(got, ref)
+
+
+def test_list_of_blocks_equals_stack():
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(7, 4, 90)).astype(np.float32)
+    masks = [None if k % 2 else rng.random((4, 90)) < 0.2 for k in range(7)]
+    full = np.stack([np.zeros((4, 90), bool) if m is None else m for m in masks])
+    a = combine_stack(list(data.astype(np.float64)), masks, method="median", sigma_clip=True)
+    b = combine_stack(data, full, method="median", sigma_clip=True)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_sorting_network_sorts_and_lanes():
+    rng = np.random.default_rng(0)
+    from crdask.kernels.combine import _sort_lanes
+    for n in (1, 2, 5, 33, 100):
+        t = rng.integers(0, 5, (n, 16)).astype(np.float32)
+        ref = np.sort(t, axis=0)
+        _sort_lanes(t, sorting_network(n))
+        np.testing.assert_array_equal(t, ref)
+    assert lanes_for(100, 4) == 64 and lanes_for(1000, 8) == 8
+    assert lanes_for(150, 4) % 8 == 0

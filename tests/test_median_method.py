@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import read_real
+from shared_data import read_real
 from crdask.cosmic.median_method import cosmicray_median, frame_std, overlap_depth
 
 import ccdproc  # noqa: E402  (test extra)

@@ -16,7 +16,7 @@ from astropy.io import fits
 from crdask.io import FitsInputError, open_lazy, read_header, read_raw
 from crdask.io.raw import HeaderCards, locate_hdu
 
-from conftest import REAL_FRAMES, SHARED
+from shared_data import REAL_FRAMES, SHARED
 
 REAL = sorted(str(p.relative_to(SHARED)) for p in SHARED.glob("*/*.fits*"))
 

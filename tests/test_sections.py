@@ -18,7 +18,7 @@ from crdask.io import (
 )
 from crdask.io.raw import read_header
 
-from conftest import REAL_FRAMES, SHARED
+from shared_data import REAL_FRAMES, SHARED
 
 
 def _grid(ny, nx):
