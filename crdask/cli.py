@@ -441,7 +441,7 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
         c = rec["cr_summary"]
         click.echo(f"crdask: CR recall {100 * c['recall']:.1f}%, {c['false_positives']} false "
                    f"positive pixels (vs truth, {c['frames']} frames)")
-    click.echo(f"crdask: report {result.report_paths.get('markdown', '')}")
+    click.echo(f"crdask: report {result.report_paths.get('md', '')}")
     for f in rec["failures"]:
         click.echo(f"crdask: error: {f['reason']}", err=True)
     ctx.exit(result.exit_code)

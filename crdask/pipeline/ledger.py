@@ -56,7 +56,10 @@ Checksum cache
     therefore reads one small JSON file per input instead of every raw byte;
     any change to the file (content rewritten, replaced by a copy or by
     rsync even with the old mtime kept) changes the key and triggers a new
-    hash. A file modified less than two seconds before it is hashed is hashed
+    hash. (Like make and git, it trusts the stat data: a file rewritten in
+    place with the same size and its old mtime put back is not noticed;
+    delete ``OUT/ledger/sha256/`` after such surgery.) A file modified less
+    than two seconds before it is hashed is hashed
     but not cached (it may still be being written within the same timestamp
     tick). :meth:`Ledger.reset` keeps the cache: it describes the inputs, not
     the run.
@@ -134,10 +137,10 @@ def _json_default(o):
 
 
 def _hash_file(path):
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
         if hasattr(hashlib, "file_digest"):      # Python >= 3.11
             return hashlib.file_digest(fh, "sha256").hexdigest()
+        h = hashlib.sha256()
         for block in iter(lambda: fh.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
@@ -336,7 +339,7 @@ class Ledger:
         n = 0
         for fname in os.listdir(self.path):
             p = os.path.join(self.path, fname)
-            if fname.endswith(".json") and not fname.startswith(".") or is_temp_name(fname):
+            if (fname.endswith(".json") and not fname.startswith(".")) or is_temp_name(fname):
                 try:
                     os.unlink(p)
                 except (FileNotFoundError, IsADirectoryError):

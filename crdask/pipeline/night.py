@@ -21,6 +21,7 @@ Plan -> masters -> one task per science frame -> report.
   shared filesystem on a real cluster).
 """
 
+import contextlib
 import functools
 import os
 import platform
@@ -165,6 +166,13 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, readnoise_
         h_cal = config_hash(wf, "calibrate")
         h_all = config_hash(wf, "cosmics")
         prev = ledger.get(stem)
+        out = wf.output / f"{stem}_cal.fits"
+        if ledger.is_current(stem, sha, h_all) and out.exists():
+            # finished already (e.g. a result lost with its worker): keep it
+            info = (prev or {}).get("info") or {}
+            summary.update(status="done", stage="written", cr_pixels=info.get("cr_pixels"),
+                           output=str(out), seconds=time.perf_counter() - t0)
+            return summary
         ledger.start(stem, str(path), sha, h_all)
         store = IntermediateStore(wf.output / "intermediate.zarr") \
             if wf.execution.intermediates else None
@@ -205,7 +213,6 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, readnoise_
                                                    threads)
             history.extend(words)
             ledger.advance(stem, "cleaned", cr_pixels=ncr)
-        out = wf.output / f"{stem}_cal.fits"
         header = prep.header.copy()
         if ncr is not None:
             header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
@@ -293,6 +300,7 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
     if restart:
         ledger.reset()
         shutil.rmtree(out / "intermediate.zarr", ignore_errors=True)
+    _remove_leftovers(out)
     plan = plan_night(wf, ledger)
     catalog = plan["catalog"]
     failures = []
@@ -316,7 +324,13 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
                  "threads_per_worker": threads, "dashboard": client.dashboard_link}
     log(f"crdask: dashboard {client.dashboard_link}")
     try:
-        master_info, master_paths, rejected = _masters_step(wf, ledger, catalog, client, log)
+        # Masters are one Dask graph over a few dozen frames: on a cluster of
+        # our own, the threaded scheduler in this process avoids shipping
+        # strips between worker processes (0.4 s instead of 3-8 s measured on
+        # a small night); on an external cluster the graph runs there.
+        with dask.config.set(scheduler="threads") if cluster is not None else _nullcontext():
+            master_info, master_paths, rejected = _masters_step(wf, ledger, catalog, client,
+                                                                log)
         for path, why in rejected:
             failures.append({"file": os.path.basename(path), "reason": why})
         rejected_paths = {p for p, _ in rejected}
@@ -394,6 +408,25 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
     }
     paths = write_report(out, record, previews=_previews(wf, frames, master_paths))
     return NightRun(record, paths)
+
+
+def _remove_leftovers(out):
+    """Delete what writers killed mid-write left behind: hidden ``.*.tmp``
+    files of atomic writes (outputs, ledger) and Zarr's partial files. Only
+    called before any task of this run starts."""
+    from ..io.atomic import is_temp_name
+
+    for d in (out, out / "ledger", out / "previews"):
+        if d.is_dir():
+            for p in d.iterdir():
+                if p.is_file() and is_temp_name(p.name):
+                    p.unlink(missing_ok=True)
+    if (out / "intermediate.zarr").exists():
+        IntermediateStore(out / "intermediate.zarr").cleanup()
+
+
+def _nullcontext():
+    return contextlib.nullcontext()
 
 
 def _group_label(info):
