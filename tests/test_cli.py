@@ -330,7 +330,7 @@ def test_subprocess_python_m_crdask(tmp_path):
 
 
 def test_demo():
-    r = run(["demo", "--size", 128, "--seed", 3])
+    r = run(["demo", "--frame", "--size", 128, "--seed", 3])
     assert r.exit_code == 0, r.output
     assert "simulated 128x128 frame (seed 3)" in r.stdout
     assert r.stdout.count("recall") >= 1 and "false positives" in r.stdout

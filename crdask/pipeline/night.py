@@ -47,6 +47,7 @@ from .ledger import Ledger
 __all__ = ["run_night", "plan_night", "NightRun"]
 
 MASTER_KEY = "masters"
+_QUALITY = ("recall", "false_positives", "n_true", "n_found")
 
 
 def _now():
@@ -171,7 +172,8 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, readnoise_
             # finished already (e.g. a result lost with its worker): keep it
             info = (prev or {}).get("info") or {}
             summary.update(status="done", stage="written", cr_pixels=info.get("cr_pixels"),
-                           output=str(out), seconds=time.perf_counter() - t0)
+                           output=str(out), seconds=time.perf_counter() - t0,
+                           **{k: info[k] for k in _QUALITY if k in info})
             return summary
         ledger.start(stem, str(path), sha, h_all)
         store = IntermediateStore(wf.output / "intermediate.zarr") \
@@ -217,10 +219,12 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, readnoise_
         if ncr is not None:
             header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
         write_calibrated(out, sci, var, mask, header=header, history=history, overwrite=True)
+        quality = score_frame(wf.truth, os.path.basename(path), mask) \
+            if wf.truth and ncr is not None else {}
         seconds = time.perf_counter() - t0
-        ledger.finish(stem, cr_pixels=ncr, output=str(out), seconds=seconds)
+        ledger.finish(stem, cr_pixels=ncr, output=str(out), seconds=seconds, **quality)
         summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
-                       output=str(out))
+                       output=str(out), **quality)
     except Exception as e:  # one bad frame must not stop the night
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if not msg.startswith(str(path)) and not isinstance(e, FrameRejected):
@@ -353,12 +357,13 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
         futures, done = {}, []
         for info in sci_infos:
             if states.get(info.path) == "done":
-                entry = ledger.get(_stem(info.path)) or {}
+                einfo = (ledger.get(_stem(info.path)) or {}).get("info") or {}
                 done.append({"file": os.path.basename(info.path), "status": "skipped",
                              "stage": "written", "seconds": 0.0,
-                             "cr_pixels": (entry.get("info") or {}).get("cr_pixels"),
+                             "cr_pixels": einfo.get("cr_pixels"),
                              "output": str(out / f"{_stem(info.path)}_cal.fits"),
-                             "error": None, "info": info})
+                             "error": None, "info": info,
+                             **{k: einfo[k] for k in _QUALITY if k in einfo}})
                 continue
             fut = client.submit(process_science_frame, info.path, wf_dict, master_paths,
                                 info.exptime, info.filter, threads=threads,
@@ -388,7 +393,7 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
             if s["status"] == "failed":
                 failures.append({"file": s["file"], "reason": s["error"]})
             frames.append(s)
-        _score_against_truth(wf, frames)
+        _remove_leftovers(out)  # e.g. of a worker killed mid-write during this run
     finally:
         if own:
             client.close()
@@ -490,33 +495,24 @@ def _masters_step(wf, ledger, catalog, client, log):
              for k, p in paths.items()}, paths, rejected)
 
 
-def _score_against_truth(wf, frames):
-    if not wf.truth:
-        return
-    from astropy.io import fits
-
+def score_frame(truth_dir, name, mask_bits):
+    """CR detection quality of one frame against the simulation's truth:
+    dict(recall, false_positives, n_true, n_found) or {} when there is no
+    truth for it. False positives do not count pixels next to a true CR
+    (tolerance 1 pixel): L.A.Cosmic's growth step flags CR edges that the
+    truth's 3-sigma rule leaves out."""
     from ..simulate import score
     from ..simulate.night import NightManifest
     try:
-        manifest = NightManifest.load(wf.truth)
-    except (OSError, ValueError):
-        return
-    for f in frames:
-        if f.get("type") != "science" or not f.get("output") or f["status"] == "failed":
-            continue
-        try:
-            truth = manifest.crmask(f["file"])
-        except KeyError:
-            continue
-        mask = fits.getdata(f["output"], "MASK")
-        found = (mask & bits.COSMIC_RAY) != 0
-        if found.shape != truth.shape:
-            continue
-        s = score(found, truth, tolerance=1)
-        f["recall"] = round(float(s["recall"]), 4)
-        f["false_positives"] = int(s["false_positives"])
-        f["n_true"] = int(s["n_true"])
-        f["n_found"] = int(s["n_found"])
+        truth = NightManifest.load(truth_dir).crmask(name)
+    except (OSError, ValueError, KeyError):
+        return {}
+    found = (np.asarray(mask_bits) & bits.COSMIC_RAY) != 0
+    if found.shape != truth.shape:
+        return {}
+    s = score(found, truth, tolerance=1)
+    return {"recall": round(float(s["recall"]), 4), "false_positives": int(s["false_positives"]),
+            "n_true": int(s["n_true"]), "n_found": int(s["n_found"])}
 
 
 def _cr_summary(frames):
