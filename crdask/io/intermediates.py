@@ -493,12 +493,13 @@ async def _read_async(node, keys):
 
 
 def _run(coro):
-    """Run a Zarr coroutine on Zarr's own event loop thread (as its sync API does)."""
-    try:
-        from zarr.core.sync import sync
-    except ImportError:  # pragma: no cover - a future zarr moving its helper
-        return asyncio.run(coro)
-    return sync(coro)
+    """Run a Zarr coroutine to completion on a fresh event loop of this thread.
+
+    Not on Zarr's shared I/O thread (``zarr.core.sync``): a full test-suite
+    run once hung for good waiting on that thread after a coroutine raised,
+    under heavy load; a private loop per call cannot be left in a bad state
+    by another call, and costs well under a millisecond."""
+    return asyncio.run(coro)
 
 
 def _json_default(o):
