@@ -208,7 +208,7 @@ def _check_png(path, min_w=100, min_h=100):
 
 
 def test_previews_are_valid_pngs_and_linked_from_the_report(tmp_path):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (plot extra, installed with the tests)
     paths = write_report(tmp_path, _record(), previews=_previews())
     pngs = paths["previews"]
     names = sorted(os.path.basename(p) for p in pngs)
@@ -227,7 +227,7 @@ def test_previews_are_valid_pngs_and_linked_from_the_report(tmp_path):
 
 
 def test_science_preview_shows_the_cr_mask_in_red(tmp_path):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (plot extra, installed with the tests)
     before = np.full((64, 64), 100.0, np.float32) + np.random.default_rng(0).normal(
         0, 1, (64, 64)).astype(np.float32)
     mask = np.zeros((64, 64), bool)
@@ -242,7 +242,7 @@ def test_science_preview_shows_the_cr_mask_in_red(tmp_path):
 
 
 def test_large_frame_preview_is_small_fast_and_keeps_single_pixel_crs(tmp_path):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (plot extra, installed with the tests)
     rng = np.random.default_rng(5)
     before = (200 + rng.normal(0, 10, (2048, 2048))).astype(np.float32)
     mask = np.zeros(before.shape, bool)
@@ -269,7 +269,7 @@ def test_large_frame_preview_is_small_fast_and_keeps_single_pixel_crs(tmp_path):
 
 
 def test_broken_preview_is_reported_not_fatal(tmp_path):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (plot extra, installed with the tests)
     prev = {"masters": {"bias": np.zeros(5), "dark": np.ones((50, 60))},
             "science": [{"name": "x", "before": np.ones((4, 4)), "after": np.ones((5, 5)),
                          "crmask": np.zeros((4, 4), bool)}]}

@@ -591,3 +591,18 @@ def open_lazy(path, hdu=None, chunks=(512, -1)):
     whole = dask.delayed(_read_whole, pure=True)(path, info.index, token)
     return da.from_delayed(whole, shape=info.shape, dtype=np.float32,
                            meta=meta).rechunk(chunks)
+
+
+def open_stack(paths, hdu=None):
+    """Lazy frames of several files for :func:`crdask.calib.combine.combine`:
+    each opened with :func:`open_lazy` in full-width strips of
+    :func:`~crdask.calib.combine.strip_rows` rows (a block of all N frames
+    stays about 64 MB), so reading fuses into the combining tasks."""
+    from ..calib.combine import strip_rows
+
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("no files to open")
+    first = open_lazy(paths[0], hdu)
+    rows = strip_rows(len(paths), first.shape)
+    return [open_lazy(p, hdu, chunks=(rows, -1)) for p in paths]

@@ -1,8 +1,9 @@
 """Per-pixel combination of a stack of frames, with rejection (Numba kernel).
 
 :func:`combine_block` reduces a float32 block ``(N, by, bx)`` (axis 0 =
-frames) to a float32 ``(by, bx)`` combined image and a uint16 ``(by, bx)``
-count of the frames used at each pixel. For every pixel, in this order:
+frames; or a list of N ``(by, bx)`` blocks, used in place) to a float32
+``(by, bx)`` combined image and a uint16 ``(by, bx)`` count of the frames
+used at each pixel. For every pixel, in this order:
 
 1. a frame's value is dropped if masked (``mask``), if the value times the
    frame's factor (``value * scale[k]``) is not finite, or if the *unscaled*
@@ -25,13 +26,13 @@ count of the frames used at each pixel. For every pixel, in this order:
    from (a value rejected early comes back if the final bounds include it).
    Medians and MADs are exactly astropy's; means and standard deviations are
    summed in another order, so bounds can differ in the last bits (masks
-   differ only for a value within that distance of a bound). An unused
-   threshold (``use_slo``/``use_shi`` false) rejects nothing on its side;
+   differ only for a value within that distance of a bound). A threshold of
+   None rejects nothing on its side;
 4. the kept values are combined: ``average`` (``sum(w x) / sum(w)``, w = 1
    without weights), ``median`` (mean of the two middle values for an even
    count; weights ignored) or ``sum`` (``sum(w x)``). Accumulation is in
-   float64, the result is rounded once to float32. A pixel with no value
-   left is NaN with count 0.
+   float64 (in sorted order, or frame order with weights), the result is
+   rounded once to float32. A pixel with no value left is NaN, count 0.
 
 How: pixels are processed in tiles of ``lanes`` neighbours along x. A tile
 is copied frame-major (``tile[k, lane]``, one contiguous copy per frame, no
@@ -43,7 +44,8 @@ order every rejection step keeps a contiguous range ``[a, b)`` of each
 lane, so medians are lookups, and sums, standard deviations and rejection
 counts are masked passes over ``k`` with the lanes as the vector dimension.
 Without a scale the tile stays float32 (exact: the values are float32);
-with one the scaled values are kept in float64.
+with one the scaled values are kept in float64. A plain average or sum
+without rejection skips the sort.
 """
 
 import functools
@@ -114,19 +116,6 @@ def _range_sum(t, a, b, s):
 
 
 @njit(cache=True, nogil=True)
-def _valid_sum(t, s):
-    """``s[j] = sum`` of the finite values of lane j (frame order)."""
-    nk, nl = t.shape
-    for j in range(nl):
-        s[j] = 0.0
-    for k in range(nk):
-        row = t[k]
-        for j in range(nl):
-            v = np.float64(row[j])
-            s[j] += v if v < np.inf else 0.0
-
-
-@njit(cache=True, nogil=True)
 def _range_sumsq(t, a, b, mean, s):
     """``s[j] = sum((t[a[j]:b[j], j] - mean[j]) ** 2)``."""
     nk, nl = t.shape
@@ -141,34 +130,41 @@ def _range_sumsq(t, a, b, mean, s):
 
 
 @njit(cache=True, nogil=True)
-def _range_outside(t, a, b, lo, hi, nlo, nhi):
-    """Per lane, how many of ``t[a:b]`` are ``< lo`` and ``> hi``."""
+def _range_outside(t, a, b, lo, hi, nlo, nhi, ks):
+    """Per lane, how many of ``t[a:b]`` are ``< lo`` and ``> hi``, and the
+    sum ``ks`` of the others (k ascending)."""
     nk, nl = t.shape
     for j in range(nl):
         nlo[j] = 0
         nhi[j] = 0
+        ks[j] = 0.0
     for k in range(nk):
         row = t[k]
         for j in range(nl):
             inr = (k >= a[j]) & (k < b[j])
             v = np.float64(row[j])
-            nlo[j] += 1 if (inr & (v < lo[j])) else 0
-            nhi[j] += 1 if (inr & (v > hi[j])) else 0
+            below = v < lo[j]
+            above = v > hi[j]
+            nlo[j] += 1 if (inr & below) else 0
+            nhi[j] += 1 if (inr & above) else 0
+            ks[j] += v if (inr & ~below & ~above) else 0.0
 
 
 @njit(cache=True, nogil=True)
 def _sigma_clip_lanes(t, a, b, cen_median, dev_mad, maxiters, slo, shi, use_slo, use_shi,
-                      pairs, dev, lo, hi, fwork, iwork):
+                      pairs, dev, lo, hi, first_sum, has_first_sum, ksum, fwork, iwork):
     """Iterated clipping of each lane's sorted range ``t[a:b]``; on return
-    ``[a, b)`` is the final kept range (astropy's final-mask rule) and
-    ``lo``/``hi`` the last bounds. ``dev`` is a float64 tile for MADs;
-    ``fwork`` float64 ``(4, lanes)`` and ``iwork`` int64 ``(5, lanes)``
-    are scratch."""
+    ``[a, b)`` is the final kept range (astropy's final-mask rule), ``lo``/
+    ``hi`` the last bounds and ``ksum`` the sum of the kept values.
+    ``first_sum`` (if ``has_first_sum``) is the sum of the starting values
+    (saves a pass). ``dev`` is a float64 tile for MADs; ``fwork`` float64
+    ``(5, lanes)`` and ``iwork`` int64 ``(5, lanes)`` are scratch."""
     nk, nl = t.shape
     med = fwork[0]
     mean = fwork[1]
     std = fwork[2]
     s = fwork[3]
+    ks = fwork[4]
     a0 = iwork[0]
     b0 = iwork[1]
     active = iwork[2]
@@ -180,6 +176,7 @@ def _sigma_clip_lanes(t, a, b, cen_median, dev_mad, maxiters, slo, shi, use_slo,
         active[j] = 1 if b[j] > a[j] else 0
         lo[j] = -np.inf
         hi[j] = np.inf
+        ksum[j] = 0.0
     iteration = 0
     again = False
     while True:
@@ -195,7 +192,11 @@ def _sigma_clip_lanes(t, a, b, cen_median, dev_mad, maxiters, slo, shi, use_slo,
                 m = int(b[j] - a[j])
                 med[j] = _median_of_range(t, j, int(a[j]), m) if m > 0 else 0.0
         if not cen_median or not dev_mad:
-            _range_sum(t, a, b, s)
+            if iteration == 1 and has_first_sum:
+                for j in range(nl):
+                    s[j] = first_sum[j]
+            else:
+                _range_sum(t, a, b, s)
             for j in range(nl):
                 m = b[j] - a[j]
                 mean[j] = s[j] / m if m > 0 else 0.0
@@ -222,7 +223,7 @@ def _sigma_clip_lanes(t, a, b, cen_median, dev_mad, maxiters, slo, shi, use_slo,
                     lo[j] = c - slo * std[j]
                 if use_shi:
                     hi[j] = c + shi * std[j]
-        _range_outside(t, a, b, lo, hi, nlo, nhi)
+        _range_outside(t, a, b, lo, hi, nlo, nhi, ks)
         for j in range(nl):
             if active[j] == 1:
                 m = b[j] - a[j]
@@ -234,6 +235,7 @@ def _sigma_clip_lanes(t, a, b, cen_median, dev_mad, maxiters, slo, shi, use_slo,
                     if a[j] == a0[j] and b[j] == b0[j]:
                         a[j] += nlo[j]
                         b[j] -= nhi[j]
+                        ksum[j] = ks[j]
                         active[j] = 0
                     else:
                         active[j] = -1
@@ -242,11 +244,12 @@ def _sigma_clip_lanes(t, a, b, cen_median, dev_mad, maxiters, slo, shi, use_slo,
                     a[j] += nlo[j]
                     b[j] -= nhi[j]
     if again:
-        _range_outside(t, a0, b0, lo, hi, nlo, nhi)
+        _range_outside(t, a0, b0, lo, hi, nlo, nhi, ks)
         for j in range(nl):
             if active[j] == -1:
                 a[j] = a0[j] + nlo[j]
                 b[j] = b0[j] - nhi[j]
+                ksum[j] = ks[j]
 
 
 @njit(cache=True, nogil=True)
@@ -321,7 +324,9 @@ def _combine_tiles(data, mask, has_mask, scale, weights, has_weights, method,
     s = np.zeros(nl)
     sw = np.zeros(nl)
     cnt = np.zeros(nl, np.int64)
-    fwork = np.zeros((4, nl))
+    fwork = np.zeros((5, nl))
+    fsum = np.zeros(nl)
+    ksum = np.zeros(nl)
     iwork = np.zeros((5, nl), np.int64)
     drop = np.zeros(nf, np.bool_)
     inf = np.inf
@@ -334,6 +339,7 @@ def _combine_tiles(data, mask, has_mask, scale, weights, has_weights, method,
             # -- fill: scaled values, +inf where invalid; count the valid
             for j in range(nl):
                 n[j] = 0
+                fsum[j] = 0.0
             plain = not (use_min or use_max or has_mask)
             for k in range(nf):
                 row = data[k][y, x0:x0 + w]
@@ -345,6 +351,7 @@ def _combine_tiles(data, mask, has_mask, scale, weights, has_weights, method,
                         ok = abs(v) < inf
                         trow[j] = v if ok else inf
                         n[j] += ok
+                        fsum[j] += v if ok else 0.0
                 else:
                     for j in range(w):
                         r = row[j]
@@ -355,6 +362,7 @@ def _combine_tiles(data, mask, has_mask, scale, weights, has_weights, method,
                             ok &= not mask[k][y, x0 + j]
                         trow[j] = v if ok else inf
                         n[j] += ok
+                        fsum[j] += v if ok else 0.0
                 for j in range(w, nl):
                     trow[j] = inf
             if has_weights:
@@ -373,7 +381,8 @@ def _combine_tiles(data, mask, has_mask, scale, weights, has_weights, method,
                     b[j] = n[j] - nhigh
             if do_sigma:
                 _sigma_clip_lanes(t, a, b, cen_median, dev_mad, maxiters, slo, shi,
-                                  use_slo, use_shi, pairs, dev, lo, hi, fwork, iwork)
+                                  use_slo, use_shi, pairs, dev, lo, hi, fsum,
+                                  nlow == 0 and nhigh == 0, ksum, fwork, iwork)
             # -- combine
             if method == MEDIAN:
                 for j in range(w):
@@ -392,19 +401,22 @@ def _combine_tiles(data, mask, has_mask, scale, weights, has_weights, method,
                     else:
                         out[y, x0 + j] = s[j]
             else:
-                if need_sort:
+                if do_sigma:
+                    sums = ksum
+                elif need_sort:
                     _range_sum(t, a, b, s)
+                    sums = s
                 else:
-                    _valid_sum(t, s)
+                    sums = fsum
                 for j in range(w):
                     m = b[j] - a[j]
                     count[y, x0 + j] = m
                     if m == 0:
                         out[y, x0 + j] = np.nan
                     elif method == AVERAGE:
-                        out[y, x0 + j] = s[j] / m
+                        out[y, x0 + j] = sums[j] / m
                     else:
-                        out[y, x0 + j] = s[j]
+                        out[y, x0 + j] = sums[j]
 
 
 def combine_block(data, mask=None, *, method=AVERAGE, scale=None, weights=None,

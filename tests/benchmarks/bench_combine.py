@@ -6,7 +6,7 @@ frame-to-frame level changes and cosmic rays) as 2048x2048 uint16 FITS
 (int16 + BZERO = 32768, what cameras write) to a temporary directory, then
 combines the first 30 and all 100 with
 
-* ``crdask``: ``combine(paths, ...)`` -- files read lazily, strip by strip
+* ``crdask``: ``combine(open_stack(paths), ...)`` -- files read lazily, strip by strip
   (:func:`crdask.io.raw.open_lazy`), all cores (Dask threads);
 * ``ccdproc``: ``ccdproc.combine(paths, ...)`` with its default ``mem_limit``;
 * ``numpy``: every frame read with ``astropy.io.fits.getdata`` into one
@@ -103,11 +103,12 @@ def _reset_peak():
 def _run_crdask(paths, job):
     import dask
     from crdask.calib.combine import combine
+    from crdask.io.raw import open_stack
     kw = dict(SIGMA_KW) if job == "sigma" else {}
     method = "average" if job == "sigma" else "median"
 
     def run(p):
-        res = combine(p, method=method, **kw)
+        res = combine(open_stack(p), method=method, **kw)
         return dask.compute(res.data, res.count, scheduler="threads")[0]
     return run, lambda: run(paths[:3])
 
@@ -152,14 +153,18 @@ def child(tool, job, listfile, outfile):
         warm()
     reset = _reset_peak()
     base = _status_kb("VmRSS")
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     result = run(paths)
     dt = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     peak = _status_kb("VmHWM") if reset else resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     np.save(outfile, np.asarray(result, np.float32))
     print("RESULT " + json.dumps({"tool": tool, "job": job, "n": len(paths), "seconds": dt,
+                                  "cpu_seconds": cpu,
                                   "peak_kb": peak, "baseline_kb": base, "hwm_reset": reset,
                                   "ru_maxrss_kb": maxrss}), flush=True)
 
@@ -230,6 +235,7 @@ def main(argv=None):
                         rec = run_child(tool, job, paths, tmp, args.timeout)
                         runs[tool].append(rec)
                         print(f"  {n:3d} frames {job:6s} {tool:7s} {rec['seconds']:8.2f} s  "
+                              f"(cpu {rec['cpu_seconds']:7.2f} s)  "
                               f"peak {rec['peak_kb'] / 1024:7.0f} MB", flush=True)
                 results.append(summarise(n, job, runs))
         print_summary(results, size)
@@ -245,6 +251,7 @@ def summarise(n, job, runs):
         if not recs:
             continue
         out[tool] = {"seconds": median([r["seconds"] for r in recs]),
+                     "cpu_seconds": median([r["cpu_seconds"] for r in recs]),
                      "peak_mb": median([r["peak_kb"] for r in recs]) / 1024,
                      "runs": [round(r["seconds"], 3) for r in recs]}
     ref = np.load(runs["crdask"][0]["output"])
@@ -258,7 +265,9 @@ def summarise(n, job, runs):
     cr = out["crdask"]
     if "ccdproc" in out:
         out["speedup_vs_ccdproc"] = out["ccdproc"]["seconds"] / cr["seconds"]
+        out["cpu_ratio_vs_ccdproc"] = out["ccdproc"]["cpu_seconds"] / cr["cpu_seconds"]
     out["speedup_vs_numpy"] = out["numpy"]["seconds"] / cr["seconds"]
+    out["cpu_ratio_vs_numpy"] = out["numpy"]["cpu_seconds"] / cr["cpu_seconds"]
     out["targets"] = {
         "x10_vs_ccdproc": (out.get("speedup_vs_ccdproc", 0) >= 10) if "ccdproc" in out
         else None,
@@ -269,16 +278,19 @@ def summarise(n, job, runs):
 
 
 def print_summary(results, size):
-    print(f"\nsummary ({size}x{size} uint16 frames; time from file names to result; "
+    print(f"\nsummary ({size}x{size} uint16 frames; wall time from file names to result "
+          "(crdask on all cores, the others single-threaded); [cpu-time ratio]; "
           "peak = process VmHWM)")
     for r in results:
         cr = r["crdask"]
         line = (f"  {r['n']:3d} frames {r['job']:6s}: crdask {cr['seconds']:.2f} s "
                 f"({cr['peak_mb']:.0f} MB)  numpy {r['numpy']['seconds']:.2f} s "
-                f"({r['numpy']['peak_mb']:.0f} MB) -> {r['speedup_vs_numpy']:.1f}x")
+                f"({r['numpy']['peak_mb']:.0f} MB) -> {r['speedup_vs_numpy']:.1f}x "
+                f"[{r['cpu_ratio_vs_numpy']:.1f}x]")
         if "ccdproc" in r:
             line += (f"  ccdproc {r['ccdproc']['seconds']:.1f} s "
-                     f"({r['ccdproc']['peak_mb']:.0f} MB) -> {r['speedup_vs_ccdproc']:.1f}x")
+                     f"({r['ccdproc']['peak_mb']:.0f} MB) -> {r['speedup_vs_ccdproc']:.1f}x "
+                     f"[{r['cpu_ratio_vs_ccdproc']:.1f}x]")
         t = r["targets"]
         line += "  targets: " + ", ".join(f"{k}={'ok' if v else ('-' if v is None else 'MISSED')}"
                                          for k, v in t.items())
