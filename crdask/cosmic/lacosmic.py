@@ -133,10 +133,13 @@ def lacosmic(data, inmask=None, inbkg=None, invar=None, sigclip=4.5,
     depth = core.overlap_depth(params)
     nstrips = max(1, min(threads, data.shape[0] // (4 * depth + 1)))
     rows = -(-data.shape[0] // nstrips)
-    arrays = [None if a is None else da.from_array(a, chunks=(rows, -1))
+    # name=False: no hashing of the pixels for a graph used once
+    arrays = [None if a is None else da.from_array(a, chunks=(rows, -1), name=False)
               for a in (data, inmask, inbkg, invar)]
     crmask, clean = lacosmic_dask(*arrays, params, padwidth=padwidth)
-    with dask.config.set(scheduler="threads", num_workers=threads):
+    sched = {"scheduler": "sync"} if threads == 1 else {"scheduler": "threads",
+                                                          "num_workers": threads}
+    with dask.config.set(**sched):
         crmask, clean = dask.compute(crmask, clean)
     if verbose:
         print(f"{int(crmask.sum())} cosmic-ray pixels found")
