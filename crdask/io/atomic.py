@@ -52,9 +52,10 @@ def is_temp_name(name):
     return name.startswith(".") and name.endswith(_TMP_SUFFIX)
 
 
-def _fsync_dir(d):
+def fsync_path(path):
+    """fsync a file or directory by path, where the platform allows it."""
     try:
-        fd = os.open(d or ".", os.O_RDONLY)
+        fd = os.open(path or ".", os.O_RDONLY)
     except OSError:  # pragma: no cover - e.g. Windows
         return
     try:
@@ -114,4 +115,4 @@ def atomic_open(path, *, overwrite=False, mode="wb"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(os.path.dirname(path))
+    fsync_path(os.path.dirname(path))

@@ -100,6 +100,7 @@ import zarr.api.asynchronous as za
 from zarr.codecs import BloscCodec
 
 from .._version import __version__
+from .atomic import fsync_path
 
 __all__ = ["IntermediateStore", "IncompleteError", "MAX_CHUNK_BYTES"]
 
@@ -153,24 +154,11 @@ def _compressors_for(dtype, compress_floats):
     return None
 
 
-def _fsync_path(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(path):
     for d, _, files in os.walk(path):
         for f in files:
-            _fsync_path(os.path.join(d, f))
-        _fsync_path(d)
+            fsync_path(os.path.join(d, f))
+        fsync_path(d)
 
 
 def _read_json(path):
@@ -326,8 +314,8 @@ class IntermediateStore:
             _fsync_tree(node)
         _run(_put_attrs(group, final))                           # 3. complete, last
         if self.fsync:
-            _fsync_path(os.path.join(node, _META))
-            _fsync_path(node)
+            fsync_path(os.path.join(node, _META))
+            fsync_path(node)
 
     def _attrs(self, kind, name):
         meta = _read_json(os.path.join(self._dir(kind, name), _META))

@@ -102,12 +102,11 @@ def med9(p0, p1, p2, p3, p4, p5, p6, p7, p8):
 
 
 @njit(cache=True, nogil=True)
-def _row_median(src, dst, j, size):
-    # One row, window along x; branch on size outside the vectorised loop.
-    nx = src.shape[1]
+def _row_median(r, o, size):
+    # 1-D median of window ``size`` along one row ``r`` into ``o`` (columns
+    # h .. nx-h-1); branch on size outside the vectorised loop.
+    nx = r.shape[0]
     h = size // 2
-    r = src[j]
-    o = dst[j]
     if size == 3:
         for i in range(h, nx - h):
             o[i] = med3(r[i - 1], r[i], r[i + 1])
@@ -124,27 +123,27 @@ def _row_median(src, dst, j, size):
 
 
 @njit(cache=True, nogil=True)
-def _col_median(src, dst, j, size):
-    # Row j of the column-direction median of ``src`` (window along y).
-    nx = src.shape[1]
+def _ring_median(ring, o, size):
+    # Median across the ``size`` rows held in ``ring`` (their order does not
+    # matter for a median), column by column, into ``o``.
+    nx = ring.shape[1]
     h = size // 2
-    o = dst[j]
     if size == 3:
-        a, b, c = src[j - 1], src[j], src[j + 1]
+        a, b, c = ring[0], ring[1], ring[2]
         for i in range(h, nx - h):
             o[i] = med3(a[i], b[i], c[i])
     elif size == 5:
-        a, b, c, d, e = src[j - 2], src[j - 1], src[j], src[j + 1], src[j + 2]
+        a, b, c, d, e = ring[0], ring[1], ring[2], ring[3], ring[4]
         for i in range(h, nx - h):
             o[i] = med5(a[i], b[i], c[i], d[i], e[i])
     elif size == 7:
-        a, b, c, d = src[j - 3], src[j - 2], src[j - 1], src[j]
-        e, f, g = src[j + 1], src[j + 2], src[j + 3]
+        a, b, c, d = ring[0], ring[1], ring[2], ring[3]
+        e, f, g = ring[4], ring[5], ring[6]
         for i in range(h, nx - h):
             o[i] = med7(a[i], b[i], c[i], d[i], e[i], f[i], g[i])
     else:
-        a, b, c, d = src[j - 4], src[j - 3], src[j - 2], src[j - 1]
-        e, f, g, k, m = src[j], src[j + 1], src[j + 2], src[j + 3], src[j + 4]
+        a, b, c, d = ring[0], ring[1], ring[2], ring[3]
+        e, f, g, k, m = ring[4], ring[5], ring[6], ring[7], ring[8]
         for i in range(h, nx - h):
             o[i] = med9(a[i], b[i], c[i], d[i], e[i], f[i], g[i], k[i], m[i])
 
@@ -182,11 +181,16 @@ def sepmedfilt(data, size):
     if ny <= 2 * h or nx <= 2 * h:
         out[:, :] = data
         return out
-    rows = np.empty_like(data)
-    for j in range(ny):
-        _row_median(data, rows, j, size)
+    # Row medians of the ``size`` rows an output row needs live in a small
+    # ring buffer (slot = row % size), so the row-filtered image is never
+    # written out whole: both passes stay in cache.
+    ring = np.empty((size, nx), dtype=data.dtype)
+    for r in range(size - 1):
+        _row_median(data[r], ring[r % size], size)
     for j in range(h, ny - h):
-        _col_median(rows, out, j, size)
+        r = j + h
+        _row_median(data[r], ring[r % size], size)
+        _ring_median(ring, out[j], size)
     _copy_border(data, out, h)
     return out
 
