@@ -119,9 +119,11 @@ def bad_pixel_mask(clean_e, inmask, p):
     full 5x5) exceeds a tenth of ``satlevel``.
     """
     sat = clean_e >= p.satlevel
-    smooth = _median(clean_e, 5, p.sepmed)
-    sat &= smooth > np.float32(float(p.satlevel) / 10.0)
-    return dilate5(sat, 2) | dilate3(inmask)
+    if sat.any():  # the median (and dilation) only matter where something saturates
+        smooth = _median(clean_e, 5, p.sepmed)
+        sat &= smooth > np.float32(float(p.satlevel) / 10.0)
+        return dilate5(sat, 2) | dilate3(inmask)
+    return dilate3(inmask)
 
 
 def detect_once(clean, var, bkg_e, bad, p):
