@@ -335,7 +335,9 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
         # our own, the threaded scheduler in this process avoids shipping
         # strips between worker processes (0.4 s instead of 3-8 s measured on
         # a small night); on an external cluster the graph runs there.
-        with dask.config.set(scheduler="threads") if cluster is not None else _nullcontext():
+        local = dask.config.set(scheduler="threads") if cluster is not None \
+            else contextlib.nullcontext()
+        with local:
             master_info, master_paths, rejected = _masters_step(wf, ledger, catalog, client,
                                                                 log)
         for path, why in rejected:
@@ -431,10 +433,6 @@ def _remove_leftovers(out):
                     p.unlink(missing_ok=True)
     if (out / "intermediate.zarr").exists():
         IntermediateStore(out / "intermediate.zarr").cleanup()
-
-
-def _nullcontext():
-    return contextlib.nullcontext()
 
 
 def _group_label(info):
