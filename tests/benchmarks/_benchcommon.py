@@ -90,3 +90,22 @@ def in_path():
     here = os.path.dirname(os.path.abspath(__file__))
     if here not in sys.path:
         sys.path.insert(0, here)
+
+
+def status_kb(field):
+    """A ``/proc/self/status`` field (e.g. VmHWM, VmRSS) in kB (Linux)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak():
+    """Reset VmHWM to the current RSS (Linux >= 4.0). True on success."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return status_kb("VmHWM") <= status_kb("VmRSS") + 1024

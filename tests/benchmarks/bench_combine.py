@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from _benchcommon import emit_json, machine, median, print_machine  # noqa: E402
+from _benchcommon import emit_json, machine, median, print_machine, reset_peak, status_kb  # noqa: E402
 
 TOOLS = ("crdask", "numpy", "ccdproc")
 JOBS = ("sigma", "median")
@@ -83,21 +83,7 @@ def write_frames(directory, n, shape, seed=1):
 # Child process: one tool, one job.
 
 
-def _status_kb(field):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return _status_kb("VmHWM") <= _status_kb("VmRSS") + 1024
+_status_kb, _reset_peak = status_kb, reset_peak  # shared helpers in _benchcommon
 
 
 def _run_crdask(paths, job):

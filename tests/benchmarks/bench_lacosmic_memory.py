@@ -25,27 +25,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from _benchcommon import emit_json, machine, median, print_machine  # noqa: E402
+from _benchcommon import emit_json, machine, median, print_machine, reset_peak, status_kb  # noqa: E402
 
 TOOLS = ("astroscrappy", "crdask", "crdask-cold")
 
 
-def _status_kb(field):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak():
-    """Reset VmHWM to the current RSS (Linux >= 4.0). True on success."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return _status_kb("VmHWM") <= _status_kb("VmRSS") + 1024
+_status_kb, _reset_peak = status_kb, reset_peak  # shared helpers in _benchcommon
 
 
 def child(tool, path, sepmed, kw):
