@@ -221,11 +221,11 @@ def test_list_of_blocks_equals_stack():
 
 def test_sorting_network_sorts_and_lanes():
     rng = np.random.default_rng(0)
-    from crdask.kernels.combine import _sort_lanes
+    from crdask.kernels.median import compare_exchange_lanes
     for n in (1, 2, 5, 33, 100):
         t = rng.integers(0, 5, (n, 16)).astype(np.float32)
         ref = np.sort(t, axis=0)
-        _sort_lanes(t, sorting_network(n))
+        compare_exchange_lanes(t, sorting_network(n), t.shape[1])
         np.testing.assert_array_equal(t, ref)
     assert lanes_for(100, 4) == 64 and lanes_for(1000, 8) == 8
     assert lanes_for(150, 4) % 8 == 0

@@ -54,7 +54,7 @@ import numpy as np
 from numba import njit
 from numba.typed import List
 
-from .median import batcher_pairs
+from .median import batcher_pairs, compare_exchange_lanes
 
 #: Codes of the combination method (argument ``method`` of the kernel).
 AVERAGE = 0
@@ -78,20 +78,6 @@ def lanes_for(nframes, itemsize):
     (L1), 8 to 64 lanes, a multiple of 8."""
     lanes = 32768 // max(1, nframes * itemsize)
     return int(max(8, min(64, lanes - lanes % 8)))
-
-
-@njit(cache=True, nogil=True)
-def _sort_lanes(t, pairs):
-    """Sort every column (lane) of ``t`` (``(n, lanes)``) ascending."""
-    nl = t.shape[1]
-    for q in range(pairs.shape[0]):
-        a = t[pairs[q, 0]]
-        b = t[pairs[q, 1]]
-        for j in range(nl):
-            x = a[j]
-            y = b[j]
-            a[j] = min(x, y)
-            b[j] = max(x, y)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -207,7 +193,7 @@ def _sigma_clip_lanes(t, a, b, cen_median, dev_mad, maxiters, slo, shi, use_slo,
                 for j in range(nl):
                     inr = (k >= a[j]) & (k < b[j])
                     drow[j] = abs(np.float64(row[j]) - med[j]) if inr else np.inf
-            _sort_lanes(dev, pairs)
+            compare_exchange_lanes(dev, pairs, dev.shape[1])
             for j in range(nl):
                 m = int(b[j] - a[j])
                 std[j] = _median_of_range(dev, j, 0, m) * MAD_TO_STD if m > 0 else 0.0
@@ -370,7 +356,7 @@ def _combine_tiles(data, mask, has_mask, scale, weights, has_weights, method,
                     for j in range(nl):
                         orig[k, j] = t[k, j]
             if need_sort:
-                _sort_lanes(t, pairs)
+                compare_exchange_lanes(t, pairs, t.shape[1])
             # -- extrema: a contiguous range of the sorted values
             for j in range(nl):
                 if nlow + nhigh > 0 and n[j] <= nlow + nhigh:

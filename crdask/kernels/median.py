@@ -239,12 +239,26 @@ _LANES = 64  # pixels processed together; 64 x 49 float32 stays in L1 cache
 
 
 @njit(cache=True, nogil=True)
+def compare_exchange_lanes(t, pairs, w):
+    """Apply the compare-exchange ``pairs`` (an ``(m, 2)`` int array, i < j)
+    to the first ``w`` columns (lanes) of ``t`` (``(n, lanes)``), each lane
+    independently: the loop over lanes is what LLVM vectorises."""
+    for q in range(pairs.shape[0]):
+        a = t[pairs[q, 0]]
+        b = t[pairs[q, 1]]
+        for j in range(w):
+            x = a[j]
+            y = b[j]
+            a[j] = min(x, y)
+            b[j] = max(x, y)
+
+
+@njit(cache=True, nogil=True)
 def _medfilt_rows(data, out, size, pairs, rank, j0, j1):
     ny, nx = data.shape
     h = size // 2
     n = size * size
     buf = np.empty((n, _LANES), dtype=data.dtype)
-    npairs = pairs.shape[0]
     for j in range(j0, j1):
         i0 = h
         while i0 < nx - h:
@@ -257,14 +271,7 @@ def _medfilt_rows(data, out, size, pairs, rank, j0, j1):
                     for t in range(w):
                         b[t] = row[i0 + t + dx]
                     e += 1
-            for q in range(npairs):
-                ba = buf[pairs[q, 0]]
-                bb = buf[pairs[q, 1]]
-                for t in range(w):
-                    x = ba[t]
-                    y = bb[t]
-                    ba[t] = min(x, y)
-                    bb[t] = max(x, y)
+            compare_exchange_lanes(buf, pairs, w)
             res = buf[rank]
             for t in range(w):
                 out[j, i0 + t] = res[t]
