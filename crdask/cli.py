@@ -14,9 +14,9 @@ import click
 from click.core import ParameterSource
 
 from ._version import __version__
-from .cosmic.lacosmic_core import CLEANTYPES, FSMODES
-from .cosmic.psf import PSF_MODELS
-from .pipeline.clean_files import LACOSMIC_DEFAULTS, ClusterError, clean_files, validate_params
+from .cosmic.lacosmic import PARAMS as LACOSMIC
+from .pipeline.clean_files import clean_files, validate_params
+from .pipeline.cluster import ClusterError
 
 EXIT_OK, EXIT_USAGE, EXIT_SET_ASIDE = 0, 1, 2
 
@@ -50,39 +50,6 @@ def cli():
     """crdask: CCD reduction and cosmic-ray cleaning on Dask."""
 
 
-def _opt(name, typ, help_, **kw):
-    return click.option(f"--{name.replace('_', '-')}", name, type=typ,
-                        default=LACOSMIC_DEFAULTS[name], show_default=True, help=help_, **kw)
-
-
-_LACOSMIC_OPTIONS = [
-    _opt("sigclip", float, "Laplacian-to-noise threshold for CR pixels."),
-    _opt("sigfrac", float, "Fraction of sigclip for neighbouring CR pixels."),
-    _opt("objlim", float, "Minimum contrast of Laplacian to fine structure."),
-    _opt("gain", float, "Gain, e-/ADU (or use --gain-key)."),
-    _opt("readnoise", float, "Read noise, e- (or use --readnoise-key)."),
-    _opt("satlevel", float, "Saturation level, e-; saturated stars are masked."),
-    _opt("niter", int, "Number of detect-and-clean iterations."),
-    click.option("--sepmed/--no-sepmed", "sepmed", default=LACOSMIC_DEFAULTS["sepmed"],
-                 show_default=True, help="Separable instead of full square medians."),
-    _opt("cleantype", click.Choice(CLEANTYPES), "How CR pixels are replaced."),
-    _opt("fsmode", click.Choice(FSMODES), "Fine-structure image: median or PSF convolve."),
-    _opt("psfmodel", click.Choice(PSF_MODELS), "PSF model for --fsmode convolve."),
-    _opt("psffwhm", float, "PSF FWHM, pixels."),
-    _opt("psfsize", int, "PSF kernel side, pixels (odd)."),
-    _opt("psfbeta", float, "Moffat beta."),
-    _opt("psffwhm_x", float, "x FWHM of the 'gaussxy' PSF model."),
-    _opt("psffwhm_y", float, "y FWHM of the 'gaussxy' PSF model."),
-    _opt("padwidth", int, "Mirror-pad by this many pixels so edge CRs are found."),
-]
-
-
-def _lacosmic_options(f):
-    for opt in reversed(_LACOSMIC_OPTIONS):
-        f = opt(f)
-    return f
-
-
 def _given(ctx, name):
     return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
                                                ParameterSource.ENVIRONMENT)
@@ -92,7 +59,7 @@ def _given(ctx, name):
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--out-dir", "-o", required=True, type=click.Path(file_okay=False),
               help="Directory for the cleaned files (created if missing).")
-@_lacosmic_options
+@LACOSMIC.click_options()
 @click.option("--hdu", default=None,
               help="Image HDU: index or EXTNAME [default: first HDU with 2-D data].")
 @click.option("--mask-hdu", default=None,

@@ -29,14 +29,11 @@ import numpy as np
 from . import lacosmic_core as core
 from .lacosmic_graph import lacosmic_graph
 from .psf import PSF_MODELS, psf_kernel
-from .validation import (
-    as_image,
-    check_choice,
-    check_number,
-    check_same_shape,
-)
+from .params import Param, ParamError, ParamSet
+from .registry import CRResult, Method, register
+from .validation import as_image, check_same_shape
 
-__all__ = ["lacosmic", "detect_cosmics"]
+__all__ = ["lacosmic", "detect_cosmics", "PARAMS", "make_params", "detect_frame"]
 
 
 def lacosmic(data, inmask=None, inbkg=None, invar=None, sigclip=4.5,
@@ -108,13 +105,14 @@ def lacosmic(data, inmask=None, inbkg=None, invar=None, sigclip=4.5,
                                  psffwhm_x=psffwhm_x, psffwhm_y=psffwhm_y,
                                  num_threads=num_threads)
 
-    params = make_params(sigclip=sigclip, sigfrac=sigfrac, objlim=objlim, gain=gain,
-                         readnoise=readnoise, satlevel=satlevel, niter=niter,
-                         sepmed=sepmed, cleantype=cleantype, fsmode=fsmode,
-                         psfmodel=psfmodel, psffwhm=psffwhm, psfsize=psfsize,
-                         psfk=psfk, psfbeta=psfbeta, psffwhm_x=psffwhm_x,
-                         psffwhm_y=psffwhm_y)
-    padwidth = int(check_number("padwidth", padwidth, minimum=0, integer=True))
+    values = PARAMS.validate(dict(
+        sigclip=sigclip, sigfrac=sigfrac, objlim=objlim, gain=gain, readnoise=readnoise,
+        satlevel=satlevel, niter=niter, sepmed=sepmed, cleantype=cleantype,
+        fsmode=fsmode, psfmodel=psfmodel, psffwhm=psffwhm, psfsize=psfsize, psfk=psfk,
+        psfbeta=psfbeta, verbose=verbose, padwidth=padwidth, psffwhm_x=psffwhm_x,
+        psffwhm_y=psffwhm_y))
+    params = make_params(values)
+    padwidth = values["padwidth"]
     lazy = isinstance(data, da.Array)
     data = as_image("data", data)
     inmask = None if inmask is None else as_image("inmask", inmask)
@@ -150,50 +148,88 @@ def lacosmic(data, inmask=None, inbkg=None, invar=None, sigclip=4.5,
 detect_cosmics = lacosmic
 
 
-def make_params(*, sigclip, sigfrac, objlim, gain, readnoise, satlevel, niter,
-                sepmed, cleantype, fsmode, psfmodel, psffwhm, psfsize, psfk,
-                psfbeta, psffwhm_x=None, psffwhm_y=None):
-    """Validate the scalar parameters and build :class:`LACosmicParams`.
+#: Every parameter of :func:`lacosmic`, written once (astroscrappy 1.3's
+#: names, defaults and meanings, plus crdask's keyword-only extras).
+PARAMS = ParamSet("lacosmic", [
+    Param("sigclip", 4.5, "float", "Laplacian-to-noise limit for cosmic-ray pixels",
+          unit="sigma", minimum=0, strict=True),
+    Param("sigfrac", 0.3, "float", "fraction of sigclip for neighbouring CR pixels",
+          minimum=0),
+    Param("objlim", 5.0, "float", "minimum contrast of Laplacian to fine structure",
+          minimum=0),
+    Param("gain", 1.0, "float", "gain of the input", unit="e-/ADU", minimum=0,
+          strict=True, workflow=False),
+    Param("readnoise", 6.5, "float", "read noise", unit="e-", minimum=0, workflow=False),
+    # A night flags saturation from the raw ADU (mask bit SATURATED), which
+    # reaches the method as bad pixels: no second, electron-level rule.
+    Param("satlevel", 65536.0, "float", "saturation level; saturated stars are masked",
+          unit="e-", allow_inf=True, night_default=float("inf")),
+    Param("niter", 4, "int", "number of detect-and-clean iterations", minimum=0),
+    Param("sepmed", True, "bool", "separable medians instead of full square ones"),
+    Param("cleantype", "meanmask", "choice", "cleaner of CR pixels (5x5 window)",
+          choices=core.CLEANTYPES),
+    Param("fsmode", "median", "choice", "fine structure: median or PSF convolution",
+          choices=core.FSMODES),
+    Param("psfmodel", "gauss", "choice", "PSF model for fsmode=convolve",
+          choices=PSF_MODELS),
+    Param("psffwhm", 2.5, "float", "PSF FWHM", unit="px", minimum=0, strict=True),
+    Param("psfsize", 7, "int", "PSF kernel side", unit="px", minimum=1, odd=True),
+    Param("psfk", None, "any", "explicit PSF kernel (2-D array, odd sides)",
+          none_ok=True, workflow=False, cli=False),
+    Param("psfbeta", 4.765, "float", "Moffat beta", minimum=0, strict=True),
+    Param("verbose", False, "bool", "print the CR count", workflow=False, cli=False),
+    Param("padwidth", 0, "int", "mirror-pad the frame so edge CRs are found",
+          unit="px", minimum=0),
+    Param("psffwhm_x", None, "float", "FWHM along x of psfmodel=gaussxy", unit="px",
+          minimum=0, strict=True, none_ok=True),
+    Param("psffwhm_y", None, "float", "FWHM along y of psfmodel=gaussxy", unit="px",
+          minimum=0, strict=True, none_ok=True),
+])
 
-    Raises ``ValueError`` naming the parameter and what is allowed.
+
+def make_params(values=None, **kwargs):
+    """Build :class:`~crdask.cosmic.lacosmic_core.LACosmicParams` from a
+    complete dict already checked by ``PARAMS.validate``, or from keyword
+    arguments (validated here, defaults filled in).
+
+    Raises ``ValueError`` naming a bad parameter.
     """
+    v = values if values is not None else PARAMS.validate(kwargs)
     f32 = np.float32
-    sigclip = check_number("sigclip", sigclip, minimum=0, strict=True)
-    sigfrac = check_number("sigfrac", sigfrac, minimum=0)
-    objlim = check_number("objlim", objlim, minimum=0)
-    gain = check_number("gain", gain, minimum=0, strict=True)
-    readnoise = check_number("readnoise", readnoise, minimum=0)
-    satlevel = check_number("satlevel", satlevel, allow_inf=True)
-    niter = int(check_number("niter", niter, minimum=0, integer=True))
-    check_choice("cleantype", cleantype, core.CLEANTYPES)
-    check_choice("fsmode", fsmode, core.FSMODES)
-    check_choice("psfmodel", psfmodel, PSF_MODELS)
     kernel = None
-    if fsmode == "convolve":
-        if psfk is None:
-            psffwhm = check_number("psffwhm", psffwhm, minimum=0, strict=True)
-            psfbeta = check_number("psfbeta", psfbeta, minimum=0, strict=True)
-            psfsize = int(check_number("psfsize", psfsize, minimum=1, integer=True))
-            if psfsize % 2 == 0:
-                raise ValueError(f"psfsize must be odd, got {psfsize}")
-            for name, v in (("psffwhm_x", psffwhm_x), ("psffwhm_y", psffwhm_y)):
-                if v is not None:
-                    check_number(name, v, minimum=0, strict=True)
-            kernel = psf_kernel(psfmodel, float(f32(psffwhm)), psfsize,
-                                float(f32(psfbeta)), psffwhm_x, psffwhm_y)
+    if v["fsmode"] == "convolve":
+        if v["psfk"] is None:
+            kernel = psf_kernel(v["psfmodel"], float(f32(v["psffwhm"])), v["psfsize"],
+                                float(f32(v["psfbeta"])), v["psffwhm_x"], v["psffwhm_y"])
             # astroscrappy flips a model kernel before its (flipping)
             # convolution, so the model is applied as a correlation.
             kernel = np.ascontiguousarray(kernel[::-1, ::-1])
         else:
-            kernel = np.ascontiguousarray(np.asarray(psfk, dtype=np.float32))
+            kernel = np.ascontiguousarray(np.asarray(v["psfk"], dtype=np.float32))
             if (kernel.ndim != 2 or kernel.shape[0] % 2 == 0
                     or kernel.shape[1] % 2 == 0 or not np.isfinite(kernel).all()):
-                raise ValueError("psfk must be a finite 2-D array with odd sides, "
-                                 f"got shape {kernel.shape}")
+                raise ParamError("psfk", f"shape {kernel.shape} is not allowed",
+                                 "a finite 2-D array with odd sides")
     return core.LACosmicParams(
-        sigclip=f32(sigclip), sigfrac=f32(sigfrac), objlim=f32(objlim), gain=f32(gain),
-        readnoise=f32(readnoise), satlevel=f32(satlevel), niter=niter,
-        sepmed=bool(sepmed), cleantype=cleantype, fsmode=fsmode, psfk=kernel)
+        sigclip=f32(v["sigclip"]), sigfrac=f32(v["sigfrac"]), objlim=f32(v["objlim"]),
+        gain=f32(v["gain"]), readnoise=f32(v["readnoise"]), satlevel=f32(v["satlevel"]),
+        niter=v["niter"], sepmed=v["sepmed"], cleantype=v["cleantype"],
+        fsmode=v["fsmode"], psfk=kernel)
+
+
+def detect_frame(data, params, *, bad=None, var=None, readnoise=0.0, num_threads=None):
+    """The registry's ``frame`` convention for L.A.Cosmic: ``data`` in e-
+    (so ``gain=1``), ``bad`` as ``inmask``, ``var`` as ``invar``.
+
+    Returns a :class:`~crdask.cosmic.registry.CRResult`.
+    """
+    kw = {**params, "gain": 1.0, "readnoise": float(readnoise)}
+    crmask, clean = lacosmic(data, inmask=bad, invar=var, num_threads=num_threads, **kw)
+    return CRResult(clean=clean, crmask=crmask)
+
+
+register(Method("lacosmic", "frame", PARAMS, detect_frame,
+                summary="L.A.Cosmic (van Dokkum 2001), astroscrappy's parameters"))
 
 
 def _pad(a, width):

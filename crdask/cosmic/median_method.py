@@ -59,9 +59,11 @@ from dask.array.overlap import ensure_minimum_chunksize
 
 from ..kernels.box import box_max, box_median_at, sum_partials
 from ..kernels.median import medfilt
+from .params import Param, ParamSet
+from .registry import CRResult, Method, register
 from .validation import as_image, check_number, check_same_shape
 
-__all__ = ["cosmicray_median", "overlap_depth"]
+__all__ = ["cosmicray_median", "overlap_depth", "PARAMS", "detect_frame"]
 
 
 def cosmicray_median(ccd, error_image=None, thresh=5, mbox=11, gbox=0, rbox=0):
@@ -124,15 +126,42 @@ def overlap_depth(mbox, gbox, rbox):
 # Validation.
 # ---------------------------------------------------------------------------
 
+#: Every parameter of :func:`cosmicray_median` but the error image, written
+#: once (ccdproc's names and defaults).
+PARAMS = ParamSet("median", [
+    Param("thresh", 5, "float", "threshold in units of the noise", unit="sigma",
+          minimum=0, strict=True),
+    Param("mbox", 11, "int", "side of the detection median box", unit="px", minimum=3,
+          odd=True),
+    Param("gbox", 0, "int", "side of the box the mask is grown by (0, 1: none)",
+          unit="px", minimum=0),
+    Param("rbox", 0, "int", "side of the replacement median box (0: no replacement)",
+          unit="px", minimum=0),
+])
+
+
 def _check_params(thresh, mbox, gbox, rbox):
-    thresh = check_number("thresh", thresh, minimum=0, strict=True)
-    mbox = check_number("mbox", mbox, minimum=3, integer=True)
-    if mbox % 2 != 1:
-        raise ValueError(f"mbox must be an odd integer >= 3, got {mbox!r}")
-    gbox = check_number("gbox", gbox, minimum=0, integer=True)
-    rbox = check_number("rbox", rbox, minimum=0, integer=True)
-    return {"thresh": np.float32(thresh), "mbox": mbox, "gbox": gbox, "rbox": rbox,
-            "depth": overlap_depth(mbox, gbox, rbox)}
+    v = PARAMS.validate(dict(thresh=thresh, mbox=mbox, gbox=gbox, rbox=rbox))
+    return {"thresh": np.float32(v["thresh"]), "mbox": v["mbox"], "gbox": v["gbox"],
+            "rbox": v["rbox"], "depth": overlap_depth(v["mbox"], v["gbox"], v["rbox"])}
+
+
+def detect_frame(data, params, *, bad=None, var=None, readnoise=0.0, num_threads=None):
+    """The registry's ``frame`` convention: bad pixels enter as NaN (never
+    flagged, never used, returned unchanged), the error image is the square
+    root of ``var``. Returns a :class:`~crdask.cosmic.registry.CRResult`."""
+    data = np.asarray(data, np.float32)
+    err = None if var is None else np.sqrt(np.maximum(var, 0)).astype(np.float32)
+    work = data if bad is None else np.where(bad, np.float32(np.nan), data)
+    clean, crmask = cosmicray_median(work, error_image=err, **params)
+    if bad is not None:
+        clean = np.where(bad, data, clean)
+        crmask = crmask & ~bad
+    return CRResult(clean=np.asarray(clean, np.float32), crmask=np.asarray(crmask, bool))
+
+
+register(Method("median", "frame", PARAMS, detect_frame,
+                summary="median-filter method of ccdproc (IRAF crmedian)"))
 
 
 def _check_error(error_image, data):

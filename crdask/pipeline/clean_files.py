@@ -29,7 +29,6 @@ Decisions (an astronomer's expectations, written down):
   tasks at once as it has threads.
 """
 
-import inspect
 import os
 import time
 import warnings
@@ -38,8 +37,9 @@ import numpy as np
 from astropy.io import fits
 
 from .._version import __version__
-from ..cosmic.lacosmic import lacosmic, make_params
+from ..cosmic.lacosmic import PARAMS, lacosmic
 from ..io.atomic import OutputExistsError
+from .cluster import connect
 from ..io.fits import (
     FitsInputError,
     header_number,
@@ -51,48 +51,23 @@ from ..io.fits import (
 )
 
 __all__ = [
-    "LACOSMIC_DEFAULTS",
-    "ClusterError",
     "validate_params",
     "output_name",
     "plan_outputs",
     "clean_one",
     "clean_files",
-    "local_cluster_size",
 ]
-
-_NOT_OPTIONS = {"data", "inmask", "inbkg", "invar", "psfk", "verbose", "num_threads"}
-
-#: The scalar ``lacosmic`` parameters a file pipeline can set, with their
-#: defaults, in signature order (taken from ``lacosmic`` itself, so they
-#: cannot drift apart).
-LACOSMIC_DEFAULTS = {name: p.default
-                     for name, p in inspect.signature(lacosmic).parameters.items()
-                     if name not in _NOT_OPTIONS}
-
-_RESOURCE = "crdask_file"   # one file at a time per worker of our LocalCluster
-_BYTES_PER_WORKER = 2 * 2**30
-
-
-class ClusterError(RuntimeError):
-    """The Dask cluster could not be started or reached (a configuration error)."""
 
 
 def validate_params(params):
     """Check ``lacosmic`` parameters before any file is touched.
 
-    Returns the complete parameter dict (defaults filled in); raises
-    ``ValueError``/``TypeError`` naming the parameter, as ``lacosmic`` would.
+    Returns the complete parameter dict of the CLI parameters (defaults
+    filled in); raises :class:`~crdask.cosmic.params.ParamError` naming the
+    parameter.
     """
-    unknown = set(params) - set(LACOSMIC_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown lacosmic parameter(s): {', '.join(sorted(unknown))}")
-    full = {**LACOSMIC_DEFAULTS, **params}
-    make_params(psfk=None, **{k: v for k, v in full.items() if k != "padwidth"})
-    if isinstance(full["padwidth"], bool) or int(full["padwidth"]) != full["padwidth"] \
-            or full["padwidth"] < 0:
-        raise ValueError(f"padwidth must be an integer >= 0, got {full['padwidth']!r}")
-    return full
+    full = PARAMS.validate(params)
+    return {p.name: full[p.name] for p in PARAMS if p.cli}
 
 
 _FITS_EXT = (".fits", ".fit", ".fts")
@@ -227,31 +202,6 @@ def clean_one(job):
     return _summary(job, hdu=label, error=err, seconds=time.perf_counter() - t0)
 
 
-def local_cluster_size(nfiles, workers=None, threads_per_worker=None, cores=None,
-                       memory=None):
-    """``(n_workers, threads_per_worker)`` for the default ``LocalCluster``.
-
-    Never more workers than files; unset values share the machine's cores
-    (at least 2 GiB of memory per worker).
-    """
-    cores = cores or os.cpu_count() or 1
-    if memory is None:
-        try:
-            from distributed.system import MEMORY_LIMIT as memory
-        except ImportError:  # pragma: no cover
-            memory = _BYTES_PER_WORKER * cores
-    nfiles = max(1, int(nfiles))
-    if workers is None and threads_per_worker is None:
-        n = max(1, min(nfiles, cores, int(memory // _BYTES_PER_WORKER)))
-        return n, max(1, cores // n)
-    if workers is None:
-        return max(1, min(nfiles, cores // threads_per_worker)), threads_per_worker
-    n = max(1, min(nfiles, workers))
-    if threads_per_worker is None:
-        return n, max(1, cores // n)
-    return n, threads_per_worker
-
-
 def clean_files(inputs, out_dir, params=None, *, hdu=None, mask_hdu=None, gain_key=None,
                 readnoise_key=None, suffix="_crclean", overwrite=False, scheduler=None,
                 workers=None, threads_per_worker=None, on_result=None, log=None):
@@ -266,8 +216,9 @@ def clean_files(inputs, out_dir, params=None, *, hdu=None, mask_hdu=None, gain_k
 
     ``on_result(summary)`` is called as each file finishes; ``log(text)`` with
     a line describing the cluster. Returns the summaries in input order.
-    Raises ``ValueError`` for bad parameters and :class:`ClusterError` if the
-    cluster cannot be started or reached.
+    Raises ``ValueError`` for bad parameters and
+    :class:`~crdask.pipeline.cluster.ClusterError` if the cluster cannot be
+    started or reached.
     """
     params = validate_params(params or {})
     for name, v in (("workers", workers), ("threads_per_worker", threads_per_worker)):
@@ -297,33 +248,12 @@ def clean_files(inputs, out_dir, params=None, *, hdu=None, mask_hdu=None, gain_k
             on_result(results[i])
         return results
 
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError as e:  # pragma: no cover - a core dependency
-        raise ClusterError(f"dask.distributed is not installed: {e}") from None
+    from distributed import as_completed
 
-    cluster = None
-    resources = None
-    try:
-        if scheduler is not None:
-            client = Client(scheduler)  # timeout: distributed.comm.timeouts.connect
-            threads = threads_per_worker or 1
-            n = len(client.nthreads())
-            log(f"scheduler {scheduler}: {n} workers, {threads} thread(s) per file")
-        else:
-            n, threads = local_cluster_size(len(jobs), workers, threads_per_worker)
-            cluster = LocalCluster(n_workers=n, threads_per_worker=threads,
-                                   processes=True, resources={_RESOURCE: 1},
-                                   dashboard_address=":0")
-            client = Client(cluster)
-            resources = {_RESOURCE: 1}
-            log(f"local cluster: {n} worker process(es) x {threads} thread(s)")
-    except Exception as e:
-        if cluster is not None:
-            cluster.close()
-        where = f"scheduler {scheduler}" if scheduler else "a local Dask cluster"
-        raise ClusterError(f"cannot use {where}: {type(e).__name__}: {e}") from None
-
+    handle = connect(scheduler=scheduler, workers=workers,
+                     threads_per_worker=threads_per_worker, ntasks=len(jobs), log=log)
+    log(handle.description)
+    client, threads, resources = handle.client, handle.threads, handle.resources
     try:
         futures = {}
         for i, job in jobs:
@@ -342,8 +272,6 @@ def clean_files(inputs, out_dir, params=None, *, hdu=None, mask_hdu=None, gain_k
             results[i] = summary
             on_result(summary)
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        handle.close()
     return results
 

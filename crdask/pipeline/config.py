@@ -83,7 +83,7 @@ from ..cosmic.validation import check_number
 from ..io.catalog import FRAME_TYPES, KeywordMap, list_fits_files
 from ..io.sections import SectionError, parse_section
 from .calibration import CalibSetup
-from .clean_files import LACOSMIC_DEFAULTS
+from ..cosmic.lacosmic import PARAMS as _LACOSMIC
 
 __all__ = ["WorkflowError", "Workflow", "Inputs", "Cosmics", "CosmicsGroup",
            "Execution", "DEFAULTS", "LACOSMIC_PARAMS", "MEDIAN_PARAMS",
@@ -113,8 +113,7 @@ KEYWORD_FIELDS = {
 
 #: L.A.Cosmic parameters a workflow may set (``lacosmic``'s own defaults),
 #: without ``gain``/``readnoise`` (set by the pipeline per frame).
-LACOSMIC_PARAMS = {k: v for k, v in LACOSMIC_DEFAULTS.items()
-                   if k not in ("gain", "readnoise")}
+LACOSMIC_PARAMS = {p.name: p.default for p in _LACOSMIC if p.workflow}
 
 #: ``cosmicray_median`` parameters a workflow may set, with their defaults
 #: (``error_image`` comes from the frame's variance in the pipeline).

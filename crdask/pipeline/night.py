@@ -40,6 +40,7 @@ from ..calib.calibrate import calibrate_frame
 from ..io.catalog import build_catalog
 from ..io.intermediates import IntermediateStore
 from ..io.products import read_master, write_calibrated
+from .cluster import connect
 from .calibration import FrameRejected, _check_group, _write_masters, build_masters, electrons
 from .config import Workflow, config_hash, load_workflow
 from .ledger import Ledger
@@ -263,33 +264,6 @@ def _clean_cosmics(sci, var, mask, prep, wf, filt, exptime, threads):
     return np.asarray(clean, np.float32), mask, int(crmask.sum()), words
 
 
-# --- scheduler -----------------------------------------------------------------------
-
-def connect(execution, n_tasks=None, log=print):
-    """A ``distributed.Client`` for the workflow's execution settings:
-    an existing scheduler (address or scheduler file), or a LocalCluster of
-    worker processes sized to the machine. Returns (client, cluster or None,
-    threads per task)."""
-    from distributed import Client, LocalCluster
-
-    if execution.scheduler_file:
-        client = Client(scheduler_file=str(execution.scheduler_file), timeout="20s")
-        return client, None, int(execution.threads_per_worker or 1)
-    if execution.scheduler:
-        client = Client(execution.scheduler, timeout="20s")
-        return client, None, int(execution.threads_per_worker or 1)
-    cores = os.cpu_count() or 1
-    workers = execution.workers or max(1, min(cores, n_tasks or cores))
-    threads = execution.threads_per_worker or max(1, cores // workers)
-    kw = {"memory_limit": execution.memory_limit} if execution.memory_limit else {}
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                           dashboard_address=":0", **kw)
-    client = Client(cluster)
-    # Numba kernels run inside the tasks' own threads: no nested OpenMP pools
-    client.run(lambda: os.environ.update(OMP_NUM_THREADS="1", NUMBA_NUM_THREADS=str(threads)))
-    return client, cluster, threads
-
-
 # --- the night ------------------------------------------------------------------------
 
 def run_night(config, client=None, *, restart=False, log=print, progress=None):
@@ -319,11 +293,16 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
                            "group": None, "status": "set aside", "error": info.error})
 
     own = client is None
-    cluster = None
     todo = [s for s in plan["science"] if s["state"] != "done"]
-    threads = 1
+    resources = None
+    cluster = None
     if own:
-        client, cluster, threads = connect(wf.execution, n_tasks=max(1, len(todo)), log=log)
+        ex = wf.execution
+        handle = connect(scheduler=ex.scheduler, scheduler_file=ex.scheduler_file,
+                         workers=ex.workers, threads_per_worker=ex.threads_per_worker,
+                         memory_limit=ex.memory_limit, ntasks=max(1, len(todo)), log=log)
+        client, threads, resources = handle.client, handle.threads, handle.resources
+        cluster = handle if handle.kind == "local" else None
     else:
         threads = int(wf.execution.threads_per_worker or 1)
     scheduler = {"kind": "LocalCluster" if cluster else "external",
@@ -373,7 +352,7 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
             fut = client.submit(process_science_frame, info.path, wf_dict, master_paths,
                                 info.exptime, info.filter, threads=threads,
                                 key=f"frame-{_stem(info.path)}-{ledger.file_sha256(info.path)[:12]}",
-                                retries=2, pure=False)
+                                retries=2, pure=False, resources=resources)
             futures[fut] = info
         total = len(futures) + len(done)
         n = len(done)
@@ -401,9 +380,7 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
         _remove_leftovers(out)  # e.g. of a worker killed mid-write during this run
     finally:
         if own:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            handle.close()
     record = {
         "crdask_version": __version__,
         "versions": _versions(),
