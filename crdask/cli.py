@@ -311,31 +311,58 @@ def gain_cmd(ctx, directory, filt, hdu, overscan, trim, gain, readnoise):
 @click.option("--out-dir", "-o", required=True, type=click.Path(file_okay=False),
               help="Directory for masters and calibrated frames (created if missing).")
 @_setup_options
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--overwrite", is_flag=True,
+              help="Start clean: recompute everything (default: finish what is missing).")
 @click.pass_context
 def calibrate_cmd(ctx, directory, out_dir, hdu, overscan, trim, gain, readnoise, overwrite):
     """Build master bias, dark current and flats (per filter) from DIRECTORY
-    and calibrate its science frames to electrons with variance and mask.
-    Frames that cannot be used are set aside with one line each (exit 2)."""
-    from .pipeline.calibration import reduce_night_calibration
+    and calibrate its science frames to electrons with variance and mask:
+    ``crdask run`` with the cosmic-ray step disabled (same ledger, report and
+    resume). Frames that cannot be used are set aside with one line each
+    (exit 2)."""
+    from .pipeline.config import WorkflowError, calibration_workflow
 
-    t0 = time.perf_counter()
     try:
-        res = reduce_night_calibration(directory, out_dir,
-                                       _calib_setup(hdu, overscan, trim, gain, readnoise),
-                                       overwrite=overwrite)
-    except (ValueError, OSError) as e:
+        wf = calibration_workflow(directory, out_dir, hdu=hdu, overscan=overscan, trim=trim,
+                                  gain=gain, readnoise=readnoise)
+    except WorkflowError as e:
         click.echo(f"crdask: error: {e}", err=True)
         ctx.exit(EXIT_USAGE)
-    for kind, path in res.masters.items():
-        click.echo(f"master {kind:<10} {path}")
-    click.echo(f"{len(res.science)} science frame(s) calibrated into {out_dir} in "
-               f"{time.perf_counter() - t0:.1f} s")
-    for _, why in res.rejected:
-        click.echo(f"crdask: error: {why}", err=True)
-    if res.rejected:
-        click.echo(f"crdask: {len(res.rejected)} frame(s) set aside", err=True)
-    ctx.exit(res.exit_code)
+    result = _run(ctx, wf, restart=overwrite)
+    for kind, m in sorted(result.record["masters"].items()):
+        click.echo(f"master {kind:<10} {m['path']}")
+    ctx.exit(result.exit_code)
+
+
+def _run(ctx, wf, *, restart=False, progress=None):
+    """run_night with the CLI's error handling: one line and exit 1 for a
+    cluster, disk or workflow problem."""
+    from .pipeline.config import WorkflowError
+    from .pipeline.night import run_night
+
+    try:
+        result = run_night(wf, restart=restart, log=click.echo, progress=progress)
+    except (ClusterError, WorkflowError) as e:
+        click.echo(f"crdask: error: {e}", err=True)
+        ctx.exit(EXIT_USAGE)
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        click.echo(f"crdask: error: {where}{e.strerror or e}", err=True)
+        ctx.exit(EXIT_USAGE)
+    rec = result.record
+    sci = [f for f in rec["frames"] if f.get("type") == "science"]
+    n_done = sum(f["status"] == "done" for f in sci)
+    n_skip = sum(f["status"] == "skipped" for f in sci)
+    click.echo(f"crdask: {n_done} science frame(s) reduced, {n_skip} already done, in "
+               f"{rec['seconds']:.1f} s")
+    if rec.get("cr_summary"):
+        c = rec["cr_summary"]
+        click.echo(f"crdask: CR recall {100 * c['recall']:.1f}%, {c['false_positives']} false "
+                   f"positive pixels (vs truth, {c['frames']} frames)")
+    click.echo(f"crdask: report {result.report_paths.get('md', '')}")
+    for f in rec["failures"]:
+        click.echo(f"crdask: error: {f['reason']}", err=True)
+    return result
 
 
 @cli.command("run")
@@ -359,7 +386,7 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
     """Reduce a night as WORKFLOW (YAML) says: masters, calibrated science
     frames, cosmic rays, report. Reruns finish only what is missing."""
     from .pipeline.config import WorkflowError, load_workflow
-    from .pipeline.night import plan_night, run_night
+    from .pipeline.night import plan_night
 
     overrides = {k: v for k, v in (("scheduler", scheduler), ("scheduler_file", scheduler_file),
                                    ("workers", workers),
@@ -379,7 +406,12 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
         for label, count in plan["groups"].items():
             click.echo(f"  {count:4d}  {label}")
         for s in plan["science"]:
-            click.echo(f"  {s['state']:<22} {s['file']}")
+            group = f"  [{s['group']}]" if s.get("group") else ""
+            click.echo(f"  {s['state']:<22} {s['file']}{group}")
+        if plan["exposure_groups"]:
+            click.echo(f"exposure groups for {wf.cosmics.method}:")
+            for label, members in plan["exposure_groups"].items():
+                click.echo(f"  {label}: {' '.join(members)}")
         for f in plan["catalog"].unreadable:
             click.echo(f"crdask: error: {f.error}", err=True)
         ctx.exit(EXIT_OK)
@@ -392,25 +424,7 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
         if s["status"] == "failed":
             click.echo(f"\ncrdask: error: {s['error']}", err=True)
 
-    progress = bar if sys.stdout.isatty() else None
-    try:
-        result = run_night(wf, restart=restart, log=click.echo, progress=progress)
-    except OSError as e:
-        click.echo(f"crdask: error: {e}", err=True)
-        ctx.exit(EXIT_USAGE)
-    rec = result.record
-    sci = [f for f in rec["frames"] if f.get("type") == "science"]
-    n_done = sum(f["status"] == "done" for f in sci)
-    n_skip = sum(f["status"] == "skipped" for f in sci)
-    click.echo(f"crdask: {n_done} science frame(s) reduced, {n_skip} already done, in "
-               f"{rec['seconds']:.1f} s")
-    if rec.get("cr_summary"):
-        c = rec["cr_summary"]
-        click.echo(f"crdask: CR recall {100 * c['recall']:.1f}%, {c['false_positives']} false "
-                   f"positive pixels (vs truth, {c['frames']} frames)")
-    click.echo(f"crdask: report {result.report_paths.get('md', '')}")
-    for f in rec["failures"]:
-        click.echo(f"crdask: error: {f['reason']}", err=True)
+    result = _run(ctx, wf, restart=restart, progress=bar if sys.stdout.isatty() else None)
     ctx.exit(result.exit_code)
 
 

@@ -14,15 +14,19 @@ from crdask.pipeline.calibration import CalibSetup
 from crdask.pipeline.config import (
     COMBINE_DEFAULTS,
     DEFAULTS,
-    LACOSMIC_PARAMS,
-    MEDIAN_PARAMS,
     Workflow,
     WorkflowError,
     config_hash,
     load_workflow,
 )
 
+from crdask.cosmic.registry import get_method, method_names
+
 from shared_data import SHARED
+
+#: What a night uses when a workflow sets nothing: the methods' night values.
+LACOSMIC_PARAMS = get_method("lacosmic").params.defaults(night=True, workflow_only=True)
+MEDIAN_PARAMS = get_method("median").params.defaults(night=True, workflow_only=True)
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 EXAMPLES = sorted(WORKFLOWS.glob("*.yaml"))
@@ -144,7 +148,8 @@ def test_defaults_filled():
     assert d["steps"]["calibrate"] == {"enabled": True}
     assert d["steps"]["cosmics"]["method"] == "lacosmic"
     assert d["steps"]["cosmics"]["params"] == LACOSMIC_PARAMS
-    assert d["steps"]["cosmics"]["groups"] == []
+    assert d["steps"]["cosmics"]["overrides"] == []
+    assert d["steps"]["cosmics"]["fallback"] == "lacosmic"
     assert d["execution"] == DEFAULTS["execution"]
     assert "gain" not in wf.params_for() and "readnoise" not in wf.params_for()
     # The pipeline's own defaults: an empty workflow builds the default CalibSetup.
@@ -256,7 +261,7 @@ LACO_ALLOWED = ", ".join(LACOSMIC_PARAMS)
 BAD = [
     # unknown keys, at each level
     ("top", {"outptu": "x"},
-     "outptu: unknown key; allowed: version, inputs, output, truth, keywords, instrument, "
+     "outptu: unknown key; allowed: version, plugins, inputs, output, truth, keywords, instrument, "
      "steps, execution"),
     ("inputs", {"inputs": {"hdus": 1}},
      "inputs.hdus: unknown key; allowed: directory, files, hdu"),
@@ -279,23 +284,25 @@ BAD = [
     ("calibrate", {"steps": {"calibrate": {"overwrite": True}}},
      "steps.calibrate.overwrite: unknown key; allowed: enabled"),
     ("cosmics", {"steps": {"cosmics": {"param": {}}}},
-     "steps.cosmics.param: unknown key; allowed: enabled, method, params, groups"),
+     "steps.cosmics.param: unknown key; allowed: enabled, method, params, fallback, "
+     "fallback_params, grouping, overrides"),
     ("params", {"steps": {"cosmics": {"params": {"sigclp": 4}}}},
-     f"steps.cosmics.params.sigclp: unknown lacosmic parameter; allowed: {LACO_ALLOWED}"),
+     "steps.cosmics.params.sigclp: unknown lacosmic parameter (did you mean sigclip?); "
+     f"allowed: {LACO_ALLOWED}"),
     ("params-other-method", {"steps": {"cosmics": {"method": "median",
                                                    "params": {"sigclip": 4}}}},
      "steps.cosmics.params.sigclip: unknown median parameter; allowed: thresh, mbox, gbox, "
      "rbox"),
-    ("group", {"steps": {"cosmics": {"groups": [{"match": {"filter": "R"}, "when": 1}]}}},
-     "steps.cosmics.groups[0].when: unknown key; allowed: match, params"),
-    ("match", {"steps": {"cosmics": {"groups": [{"match": {"airmass": 1}}]}}},
-     "steps.cosmics.groups[0].match.airmass: unknown key; allowed: filter, object, exptime"),
+    ("group", {"steps": {"cosmics": {"overrides": [{"match": {"filter": "R"}, "when": 1}]}}},
+     "steps.cosmics.overrides[0].when: unknown key; allowed: match, params"),
+    ("match", {"steps": {"cosmics": {"overrides": [{"match": {"airmass": 1}}]}}},
+     "steps.cosmics.overrides[0].match.airmass: unknown key; allowed: filter, object, exptime"),
     ("execution", {"execution": {"nworkers": 2}},
      "execution.nworkers: unknown key; allowed: chunk_rows, intermediates, scheduler, "
      "scheduler_file, workers, threads_per_worker, memory_limit"),
     # bad enums
     ("method", {"steps": {"cosmics": {"method": "lacosmicx"}}},
-     "steps.cosmics.method: 'lacosmicx' is not allowed; allowed: lacosmic, median"),
+     "steps.cosmics.method: 'lacosmicx' is not allowed; allowed: " + ", ".join(method_names())),
     ("statistic", {"instrument": {"overscan_statistic": "mode"}},
      "instrument.overscan_statistic: 'mode' is not allowed; allowed: median, mean, "
      "clipped_mean"),
@@ -322,8 +329,8 @@ BAD = [
      "keywords, tried in order"),
     ("steps-list", {"steps": []},
      "steps: expected a mapping, got a list []; allowed: masters, calibrate, cosmics"),
-    ("groups-type", {"steps": {"cosmics": {"groups": {"filter": "R"}}}},
-     "steps.cosmics.groups: expected a list, got a mapping {'filter': 'R'}; allowed: a list "
+    ("groups-type", {"steps": {"cosmics": {"overrides": {"filter": "R"}}}},
+     "steps.cosmics.overrides: expected a list, got a mapping {'filter': 'R'}; allowed: a list "
      "of {match, params}"),
     ("workers", {"execution": {"workers": 0}},
      "execution.workers: 0 is not allowed; allowed: null or an integer >= 1"),
@@ -337,24 +344,24 @@ BAD = [
     ("sigclip", {"steps": {"cosmics": {"params": {"sigclip": -1}}}},
      "steps.cosmics.params.sigclip: -1 is not allowed; allowed: a number > 0"),
     ("cleantype", {"steps": {"cosmics": {"params": {"cleantype": "mean"}}}},
-     "steps.cosmics.params.cleantype: 'mean' is not allowed; allowed: 'median', 'medmask', "
-     "'meanmask', 'idw'"),
+     "steps.cosmics.params.cleantype: 'mean' is not allowed; allowed: median, medmask, "
+     "meanmask, idw"),
     ("niter", {"steps": {"cosmics": {"params": {"niter": 2.5}}}},
-     "steps.cosmics.params.niter: 2.5 is not allowed; allowed: an integer"),
+     "steps.cosmics.params.niter: 2.5 is not allowed; allowed: an integer >= 0"),
     ("sepmed", {"steps": {"cosmics": {"params": {"sepmed": "no"}}}},
      "steps.cosmics.params.sepmed: expected true or false, got text 'no'; allowed: true, "
      "false"),
     ("psfsize", {"steps": {"cosmics": {"params": {"fsmode": "convolve", "psfsize": 6}}}},
-     "steps.cosmics.params.psfsize: 6 is not allowed; allowed: an odd integer"),
+     "steps.cosmics.params.psfsize: 6 is not allowed; allowed: an odd integer >= 1"),
     ("padwidth", {"steps": {"cosmics": {"params": {"padwidth": -2}}}},
-     "steps.cosmics.params.padwidth: -2 is not allowed; allowed: a number >= 0"),
+     "steps.cosmics.params.padwidth: -2 is not allowed; allowed: an integer >= 0"),
     ("params-gain", {"steps": {"cosmics": {"params": {"gain": 2.0}}}},
      "steps.cosmics.params.gain: not allowed here: frames are in electrons, so the pipeline "
-     "passes gain=1 and each frame's read noise (set instrument.gain/readnoise or "
+     "sets it per frame (set instrument.gain/readnoise or "
      f"keywords.gain/readnoise instead); allowed: {LACO_ALLOWED}"),
-    ("group-param", {"steps": {"cosmics": {"groups": [
+    ("group-param", {"steps": {"cosmics": {"overrides": [
         {"match": {"filter": "R"}}, {"match": {"filter": "V"}, "params": {"objlim": -3}}]}}},
-     "steps.cosmics.groups[1].params.objlim: -3 is not allowed; allowed: a number >= 0"),
+     "steps.cosmics.overrides[1].params.objlim: -3 is not allowed; allowed: a number >= 0"),
     ("median-mbox", {"steps": {"cosmics": {"method": "median", "params": {"mbox": 4}}}},
      "steps.cosmics.params.mbox: 4 is not allowed; allowed: an odd integer >= 3"),
     ("median-thresh", {"steps": {"cosmics": {"method": "median", "params": {"thresh": 0}}}},
@@ -369,8 +376,8 @@ BAD = [
     ("no-output", {"output": None},
      "output: missing; allowed: a folder path (relative to the workflow file's folder)"),
     ("version", {"version": 2}, "version: 2 is not supported; allowed: 1"),
-    ("match-empty", {"steps": {"cosmics": {"groups": [{"params": {"objlim": 6}}]}}},
-     "steps.cosmics.groups[0].match: missing or empty; allowed: a mapping of filter, "
+    ("match-empty", {"steps": {"cosmics": {"overrides": [{"params": {"objlim": 6}}]}}},
+     "steps.cosmics.overrides[0].match: missing or empty; allowed: a mapping of filter, "
      "object, exptime"),
     ("two-schedulers", {"execution": {"scheduler": "tcp://h:8786", "scheduler_file": "s.json"}},
      "execution.scheduler_file: scheduler and scheduler_file are both given; allowed: one "
@@ -465,7 +472,7 @@ def test_error_is_picklable_value_error():
 def test_params_for_first_match_wins():
     wf = load_workflow(_merge(MINIMAL, {"steps": {"cosmics": {
         "params": {"sigclip": 5.0},
-        "groups": [
+        "overrides": [
             {"match": {"filter": "R", "exptime": 300}, "params": {"objlim": 7}},
             {"match": {"filter": ["R", "I"]}, "params": {"objlim": 6.0, "niter": 2}},
             {"match": {"object": "M51"}, "params": {"sigfrac": 0.5}},
@@ -487,7 +494,7 @@ def test_params_for_first_match_wins():
 def test_config_hash_stable_and_scoped(tmp_path):
     base = _merge(MINIMAL, {"steps": {"cosmics": {
         "params": {"sigclip": 4.5, "objlim": 5},
-        "groups": [{"match": {"filter": "R"}, "params": {"objlim": 6}}]}}})
+        "overrides": [{"match": {"filter": "R"}, "params": {"objlim": 6}}]}}})
     wf = load_workflow(base)
     sections = ("masters", "calibrate", "cosmics")
     h = {s: config_hash(wf, section=s) for s in sections}
@@ -516,7 +523,7 @@ def test_config_hash_stable_and_scoped(tmp_path):
     assert config_hash(changed, section="calibrate") == h["calibrate"]
     assert config_hash(changed, section="masters") == h["masters"]
     group = _merge(base, {})
-    group["steps"]["cosmics"]["groups"][0]["params"]["objlim"] = 6.5
+    group["steps"]["cosmics"]["overrides"][0]["params"]["objlim"] = 6.5
     assert config_hash(load_workflow(group)) != h["cosmics"]
 
     # masters settings, instrument and keywords change everything downstream

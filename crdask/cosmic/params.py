@@ -67,6 +67,17 @@ def _show(value):
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "text",
+               list: "a list", dict: "a mapping", type(None): "null"}
+
+
+def _got(value):
+    """``"text 'no'"``: what was received, with its kind, for messages."""
+    kind = next((name for t, name in _TYPE_NAMES.items() if type(value) is t),
+                type(value).__name__)
+    return f"{kind} {_show(value)}"
+
+
 @dataclass(frozen=True)
 class Param:
     """One parameter of a method.
@@ -175,7 +186,7 @@ class Param:
     def _number(self, value, integer):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             self._fail(value, f"expected {'an integer' if integer else 'a number'}, "
-                              f"got {_show(value)}", ParamTypeError)
+                              f"got {_got(value)}", ParamTypeError)
         v = float(value)
         if math.isnan(v) or (math.isinf(v) and not (self.allow_inf and not integer)):
             self._fail(value)
@@ -206,7 +217,7 @@ class Param:
             out = self._number(value, integer=True)
         elif k == "bool":
             if not isinstance(value, (bool,)) and type(value).__name__ != "bool_":
-                self._fail(value, f"expected true or false, got {_show(value)}",
+                self._fail(value, f"expected true or false, got {_got(value)}",
                            ParamTypeError)
             out = bool(value)
         elif k == "choice":
@@ -215,11 +226,11 @@ class Param:
             out = value
         elif k == "str":
             if not isinstance(value, str) or not value.strip():
-                self._fail(value, f"expected non-empty text, got {_show(value)}")
+                self._fail(value, f"expected non-empty text, got {_got(value)}")
             out = value
         elif k == "floats":
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-                self._fail(value, f"expected a list, got {_show(value)}")
+                self._fail(value, f"expected a list, got {_got(value)}")
             out = [self._number(v, integer=False) for v in value]
         elif k == "float_or_pair":
             if isinstance(value, (list, tuple)):
@@ -252,10 +263,14 @@ class ParamSet:
     method : str
         The method's registered name (used in messages and HISTORY).
     params : sequence of Param
+    check : callable, optional
+        ``check(values) -> values`` on the complete dict, for rules that
+        tie parameters together; raises :class:`ParamError`.
     """
 
-    def __init__(self, method, params):
+    def __init__(self, method, params, check=None):
         self.method = method
+        self.check = check
         self.params = tuple(params)
         self._by_name = {p.name: p for p in self.params}
         if len(self._by_name) != len(self.params):
@@ -314,8 +329,11 @@ class ParamSet:
             allowed = [p.name for p in self.params if p.workflow or not workflow_only]
             raise ParamError(name, hint, ", ".join(allowed))
         out = self.defaults(night=night, workflow_only=workflow_only)
-        for name, value in values.items():
-            out[name] = self[name].validate(value)
+        out.update(values)
+        # defaults too, so that 5 and 5.0 come out alike whoever wrote them
+        out = {name: self[name].validate(value) for name, value in out.items()}
+        if self.check is not None:
+            out = self.check(out)
         return out
 
     # -- derived views -------------------------------------------------------

@@ -1,6 +1,6 @@
 """Masters and calibrated science frames for a night of raw files (layer 4).
 
-Flow (``reduce_night_calibration``): catalogue the directory (headers only) ->
+Flow (driven by :func:`crdask.pipeline.night.run_night`): catalogue the directory (headers only) ->
 check every frame and set aside the ones that cannot be used, with a one-line
 reason -> master bias per (shape, binning) -> master dark current (e-/s) from
 bias-subtracted darks divided by their exposure time -> master flat per filter
@@ -44,17 +44,15 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..calib.calibrate import calibrate_frame
 from ..calib.combine import combine
 from ..calib.overscan import subtract_overscan, trim
-from ..io.catalog import KeywordMap, build_catalog
+from ..io.catalog import KeywordMap
 from ..io.fits import FitsInputError
-from ..io.products import write_calibrated, write_master
+from ..io.products import write_master
 from ..io.raw import open_lazy, read_header
 from ..io.sections import header_section, parse_section
 
-__all__ = ["CalibSetup", "FrameRejected", "electrons", "build_masters",
-           "reduce_night_calibration"]
+__all__ = ["CalibSetup", "FrameRejected", "electrons", "build_masters"]
 
 
 class FrameRejected(Exception):
@@ -226,8 +224,9 @@ def _region(setup, shape):
 
 # --- checks -----------------------------------------------------------------
 
-def _check_group(infos, kind, setup, rejected):
-    """Frames of one kind that pass the header checks, majority shape only."""
+def check_frames(infos, kind, setup, rejected):
+    """Frames of one kind that pass the header checks, majority shape only;
+    the others are appended to ``rejected`` as ``(path, one-line reason)``."""
     ok = []
     for info in infos:
         where = f"{info.path}[{info.hdu if info.hdu is not None else 0}]"
@@ -378,20 +377,6 @@ def bad_pixel_mask(dark, flats, setup):
 
 # --- the night ------------------------------------------------------------------
 
-@dataclass
-class CalibrationResult:
-    """What ``reduce_night_calibration`` did: output paths and frames set aside."""
-
-    masters: dict
-    science: list
-    rejected: list
-    catalog: object
-
-    @property
-    def exit_code(self):
-        return 2 if self.rejected else 0
-
-
 def build_masters(catalog, setup, rejected):
     """Lazy masters from a catalogue: ``{'bias': Master, 'dark': Master,
     'flat': {filter: Master}, 'bpm': dask bool}`` (missing kinds are None)."""
@@ -402,18 +387,18 @@ def build_masters(catalog, setup, rejected):
             continue
         by_type.setdefault(info.frame_type, []).append(info)
     out = {"bias": None, "dark": None, "flat": {}, "bpm": None}
-    biases = _prepare_all(_check_group(by_type.get("bias", []), "bias", setup, rejected),
+    biases = _prepare_all(check_frames(by_type.get("bias", []), "bias", setup, rejected),
                           setup, rejected, exptimes=False)
     biases, _ = _drop_empty(biases, rejected, "bias")
     if biases:
         out["bias"] = master_bias(biases, setup)
-    darks = _prepare_all(_check_group(by_type.get("dark", []), "dark", setup, rejected),
+    darks = _prepare_all(check_frames(by_type.get("dark", []), "dark", setup, rejected),
                          setup, rejected)
     darks, _ = _drop_empty(darks, rejected, "dark")
     if darks and out["bias"] is not None:
         out["dark"] = master_dark(darks, setup, out["bias"])
     flats_by_filter = {}
-    for info in _check_group(by_type.get("flat", []), "flat", setup, rejected):
+    for info in check_frames(by_type.get("flat", []), "flat", setup, rejected):
         flats_by_filter.setdefault(info.filter, []).append(info)
     for filt, infos in sorted(flats_by_filter.items(), key=lambda kv: str(kv[0])):
         preps = _prepare_all(infos, setup, rejected)
@@ -425,7 +410,10 @@ def build_masters(catalog, setup, rejected):
     return out
 
 
-def _write_masters(masters, out_dir, overwrite):
+def write_masters(masters, out_dir, overwrite):
+    """Compute and write the masters of :func:`build_masters` into
+    ``out_dir``; returns ``{key: path}`` (``bias``, ``dark``, ``flat_<f>``,
+    ``bpm``)."""
     paths = {}
     todo = []
     for kind in ("bias", "dark"):
@@ -461,58 +449,5 @@ def _fits_header(d):
     return h
 
 
-def reduce_night_calibration(directory, out_dir, setup=None, *, overwrite=False,
-                             keymap=None):
-    """Masters and calibrated science frames for every frame in ``directory``.
-
-    Writes ``out_dir/master_*.fits`` and ``out_dir/<stem>_cal.fits`` (SCI in
-    e-, UNCERT variance, MASK bits). Returns a :class:`CalibrationResult`;
-    frames set aside are listed there with one-line reasons.
-    """
-    setup = setup or CalibSetup()
-    if keymap is not None:
-        setup.keymap = keymap
-    os.makedirs(out_dir, exist_ok=True)
-    catalog = build_catalog(directory, setup.keymap, hdu=setup.hdu)
-    rejected = []
-    masters = build_masters(catalog, setup, rejected)
-    master_paths = _write_masters(masters, out_dir, overwrite)
-    science = []
-    infos = [i for i in catalog.of_type("science") if not i.error]
-    for info in _check_group(infos, "science", setup, rejected):
-        try:
-            prep = electrons(info.path, setup, info.exptime)
-        except FrameRejected as e:
-            rejected.append((info.path, str(e)))
-            continue
-        flat = masters["flat"].get(info.filter)
-        cal = calibrate_frame(
-            prep.data, readnoise=prep.readnoise, exptime=info.exptime,
-            bias=None if masters["bias"] is None else masters["bias"].data,
-            bias_var=None if masters["bias"] is None else masters["bias"].variance,
-            dark=None if masters["dark"] is None else masters["dark"].data,
-            dark_var=None if masters["dark"] is None else masters["dark"].variance,
-            flat=None if flat is None else flat.data,
-            flat_var=None if flat is None else flat.variance,
-            bad=masters["bpm"], saturated=prep.saturated)
-        sci, var, mask = dask.compute(cal.sci, cal.var, cal.mask)
-        if not np.isfinite(sci).any():
-            rejected.append((info.path, f"{info.path}: no finite pixel after calibration"))
-            continue
-        stem = os.path.basename(info.path).split(".")[0]
-        path = os.path.join(out_dir, f"{stem}_cal.fits")
-        history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
-                   f"input={os.path.basename(info.path)}"]
-        for kind in ("bias", "dark", f"flat_{info.filter}", "bpm"):
-            if kind in master_paths:
-                history.append(f"{kind}={os.path.basename(master_paths[kind])}")
-        if flat is None:
-            history.append(f"no master flat for filter {info.filter!r}: not flat-fielded")
-        write_calibrated(path, sci, var, mask, header=prep.header, history=history,
-                         overwrite=overwrite)
-        science.append(path)
-    return CalibrationResult(master_paths, science, rejected, catalog)
-
-
 __all__ += ["Master", "master_bias", "master_dark", "master_flat", "bad_pixel_mask",
-            "CalibrationResult"]
+            "check_frames", "write_masters"]

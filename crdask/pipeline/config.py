@@ -63,30 +63,37 @@ Decisions, written down:
 from __future__ import annotations
 
 import copy
-import functools
 import glob
 import hashlib
 import inspect
 import json
-import math
 import numbers
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..calib import combine as _combine_mod
 from ..calib.overscan import FIT_METHODS, STATISTICS
-from ..cosmic import median_method as _median_mod
-from ..cosmic.lacosmic import make_params
-from ..cosmic.validation import check_number
+from ..cosmic.registry import load_plugins
+from ..cosmic.params import ParamError
 from ..io.catalog import FRAME_TYPES, KeywordMap, list_fits_files
 from ..io.sections import SectionError, parse_section
+from .schema import (
+    Checker,
+    WorkflowError,
+    header_keyword,
+    join_path,
+    read_yaml,
+    reject_yaml_list,
+    section_or_keyword,
+    show,
+    type_name,
+    validator_error,
+)
 from .calibration import CalibSetup
-from ..cosmic.lacosmic import PARAMS as _LACOSMIC
+from .cosmics_config import COSMICS_DEFAULTS, Cosmics, cosmics_section
 
-__all__ = ["WorkflowError", "Workflow", "Inputs", "Cosmics", "CosmicsGroup",
-           "Execution", "DEFAULTS", "LACOSMIC_PARAMS", "MEDIAN_PARAMS",
+__all__ = ["WorkflowError", "Workflow", "Inputs", "Cosmics", "Execution", "DEFAULTS",
            "COMBINE_DEFAULTS", "KEYWORD_FIELDS", "HASH_SECTIONS", "load_workflow",
            "config_hash"]
 
@@ -110,16 +117,6 @@ KEYWORD_FIELDS = {
     "binning": "binning_keys",
     "binning_pairs": "binning_pairs",
 }
-
-#: L.A.Cosmic parameters a workflow may set (``lacosmic``'s own defaults),
-#: without ``gain``/``readnoise`` (set by the pipeline per frame).
-LACOSMIC_PARAMS = {p.name: p.default for p in _LACOSMIC if p.workflow}
-
-#: ``cosmicray_median`` parameters a workflow may set, with their defaults
-#: (``error_image`` comes from the frame's variance in the pipeline).
-MEDIAN_PARAMS = {name: p.default for name, p in
-                 inspect.signature(_median_mod.cosmicray_median).parameters.items()
-                 if name not in ("ccd", "error_image")}
 
 #: ``steps.masters.combine``: the keyword arguments of
 #: :func:`crdask.calib.combine.combine` a workflow may set, with the
@@ -148,6 +145,7 @@ def _keyword_default(name):
 #: is completed with :data:`LACOSMIC_PARAMS` or :data:`MEDIAN_PARAMS`.
 DEFAULTS = {
     "version": 1,
+    "plugins": [],
     "inputs": {"directory": None, "files": None, "hdu": None},
     "output": None,
     "truth": None,
@@ -175,7 +173,7 @@ DEFAULTS = {
             "low_flat": _CALIB.low_flat,                  # 0.5
         },
         "calibrate": {"enabled": True},
-        "cosmics": {"enabled": True, "method": "lacosmic", "params": {}, "groups": []},
+        "cosmics": copy.deepcopy(COSMICS_DEFAULTS),
     },
     "execution": {
         "chunk_rows": _CALIB.chunk_rows,                  # 512
@@ -188,9 +186,7 @@ DEFAULTS = {
     },
 }
 
-METHODS = {"lacosmic": LACOSMIC_PARAMS, "median": MEDIAN_PARAMS}
 FLAT_NORMS = ("median", "mode")
-MATCH_KEYS = ("filter", "object", "exptime")
 
 #: ``config_hash`` sections: which parts of the workflow each output depends on.
 HASH_SECTIONS = {
@@ -199,226 +195,6 @@ HASH_SECTIONS = {
     "cosmics": ("masters", "calibrate", "cosmics"),
 }
 _HASH_ALIASES = {"calibrated": "calibrate", "final": "cosmics"}
-
-
-# ---------------------------------------------------------------------------
-# Errors.
-# ---------------------------------------------------------------------------
-
-class WorkflowError(ValueError):
-    """A bad workflow. ``str(err)`` is one line:
-    ``"<file>: <key.path>: <problem>; allowed: <values>"`` (the ``allowed``
-    part is left out only where nothing sensible can be listed)."""
-
-    def __init__(self, source, path, problem, allowed=None):
-        self.source, self.path, self.problem, self.allowed = source, path, problem, allowed
-        text = f"{source}: {path}: {problem}" if path else f"{source}: {problem}"
-        if allowed:
-            text += f"; allowed: {allowed}"
-        super().__init__(" ".join(text.split("\n")))
-
-    def __reduce__(self):
-        return (type(self), (self.source, self.path, self.problem, self.allowed))
-
-
-def _join(path, key):
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
-
-
-def _show(value):
-    """A value as the user wrote it, for messages."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "text",
-               list: "a list", dict: "a mapping", type(None): "null"}
-
-
-def _type_name(value):
-    for t, name in _TYPE_NAMES.items():
-        if type(value) is t:
-            return name
-    return type(value).__name__
-
-
-# ---------------------------------------------------------------------------
-# YAML: line numbers for syntax errors, duplicate keys refused, 1e-3 a number.
-# ---------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=None)
-def _yaml_loader():
-    import yaml
-
-    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-    class Loader(base):
-        """Safe loader: duplicate keys refused, ``1e-3`` read as a number."""
-
-    merge_tag = "tag:yaml.org,2002:merge"
-
-    def construct_mapping(loader, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            if key_node.tag == merge_tag or not isinstance(key_node, yaml.ScalarNode):
-                continue  # '<<' merges may be overridden; odd keys fail below
-            key = loader.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})",
-                    key_node.start_mark)
-            seen[key] = key_node.start_mark.line
-        return base.construct_mapping(loader, node, deep=deep)
-
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-        list("-+0123456789"))
-    return yaml, Loader
-
-
-def _read_yaml(path, source):
-    yaml, Loader = _yaml_loader()
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise WorkflowError(source, "", "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise WorkflowError(source, "", f"cannot read the file ({e})") from None
-    try:
-        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        context = getattr(e, "context", None)
-        where = (f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None
-                 else "")
-        text = problem + (f" ({context})" if context and problem != str(e) else "")
-        raise WorkflowError(source, where, f"invalid YAML: {text}") from None
-
-
-# ---------------------------------------------------------------------------
-# Value checks. Each returns the normalised value or raises WorkflowError.
-# ---------------------------------------------------------------------------
-
-class _Ctx:
-    """The file name and base folder for one load."""
-
-    def __init__(self, source, base_dir):
-        self.source = source
-        self.base_dir = base_dir
-
-    def error(self, path, problem, allowed=None):
-        return WorkflowError(self.source, path, problem, allowed)
-
-    def mapping(self, value, path, allowed_keys, *, none_ok=True, what=None):
-        """A mapping with only ``allowed_keys``; None -> {} if ``none_ok``."""
-        if value is None and none_ok:
-            return {}
-        if not isinstance(value, dict):
-            raise self.error(path, f"expected a mapping, got {_type_name(value)} "
-                                   f"{_show(value)}",
-                             what or ", ".join(allowed_keys))
-        for key in value:
-            if not isinstance(key, str):
-                raise self.error(_join(path, str(key)),
-                                 f"key {_show(key)} must be text (quote it in YAML)",
-                                 ", ".join(allowed_keys))
-            if key not in allowed_keys:
-                raise self.error(_join(path, key), "unknown key", ", ".join(allowed_keys))
-        return value
-
-    def flag(self, value, path):
-        if not isinstance(value, bool):
-            raise self.error(path, f"expected true or false, got {_type_name(value)} "
-                                   f"{_show(value)}", "true, false")
-        return value
-
-    def choice(self, value, path, allowed, *, none_ok=False):
-        shown = ", ".join((["null"] if none_ok else []) + list(allowed))
-        if value is None and none_ok:
-            return None
-        if not isinstance(value, str) or value not in allowed:
-            raise self.error(path, f"{_show(value)} is not allowed", shown)
-        return value
-
-    def number(self, value, path, *, minimum=None, strict=False, integer=False,
-               none_ok=False):
-        kind = "an integer" if integer else "a number"
-        bound = ""
-        if minimum is not None:
-            bound = f" {'>' if strict else '>='} {minimum:g}"
-        allowed = ("null or " if none_ok else "") + kind + bound
-        if value is None and none_ok:
-            return None
-        ok_type = (isinstance(value, numbers.Integral) if integer
-                   else isinstance(value, numbers.Real))
-        if isinstance(value, bool) or not ok_type:
-            raise self.error(path, f"expected {kind}, got {_type_name(value)} "
-                                   f"{_show(value)}", allowed)
-        v = int(value) if integer else float(value)
-        if not math.isfinite(v) or (minimum is not None
-                                    and (v <= minimum if strict else v < minimum)):
-            raise self.error(path, f"{_show(value)} is not allowed", allowed)
-        return v
-
-    def text(self, value, path, *, none_ok=False, allowed="text"):
-        if value is None and none_ok:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(path, f"expected non-empty text, got {_type_name(value)} "
-                                   f"{_show(value)}",
-                             ("null or " if none_ok else "") + allowed)
-        return value.strip()
-
-    def path(self, value, path, *, none_ok=False):
-        value = self.text(value, path, none_ok=none_ok,
-                          allowed="a path (relative to the workflow file's folder)")
-        if value is None:
-            return None
-        p = Path(os.path.expanduser(value))
-        if not p.is_absolute():
-            p = self.base_dir / p
-        return Path(os.path.normpath(p))
-
-
-# ---------------------------------------------------------------------------
-# Sections.
-# ---------------------------------------------------------------------------
-
-_KEYWORD_RE = re.compile(r"^[A-Za-z0-9_\-]+(?: [A-Za-z0-9_\-]+)*$")
-
-
-def _keyword(ctx, value, path, allowed="a header keyword"):
-    value = ctx.text(value, path, allowed=allowed)
-    if not _KEYWORD_RE.match(value):
-        raise ctx.error(path, f"{_show(value)} is not a header keyword", allowed)
-    return value
-
-
-def _not_a_yaml_list(ctx, value, path, allowed):
-    if isinstance(value, list):
-        raise ctx.error(path, f"YAML read {_show(value)} as a list: quote a section, "
-                              "e.g. '[1:50,1:100]'", allowed)
-
-
-def _section_or_keyword(ctx, value, path):
-    allowed = "null, a header keyword (e.g. BIASSEC) or a FITS section '[x1:x2,y1:y2]'"
-    if value is None:
-        return None
-    _not_a_yaml_list(ctx, value, path, allowed)
-    value = ctx.text(value, path, allowed=allowed)
-    if value.startswith("["):
-        try:
-            parse_section(value)
-        except SectionError as e:
-            raise ctx.error(path, e.problem, allowed) from None
-        return value
-    return _keyword(ctx, value, path, allowed)
 
 
 def _inputs(ctx, raw):
@@ -435,23 +211,23 @@ def _inputs(ctx, raw):
                         "exactly one of directory, files")
     out = {"directory": None, "files": None}
     if directory is not None:
-        out["directory"] = ctx.path(directory, _join(path, "directory"))
+        out["directory"] = ctx.path(directory, join_path(path, "directory"))
     else:
         if isinstance(files, str):
             files = [files]
         if not isinstance(files, list) or not files:
-            raise ctx.error(_join(path, "files"),
-                            f"expected a non-empty list, got {_type_name(files)} "
-                            f"{_show(files)}", "a list of file names or globs")
-        out["files"] = [ctx.path(f, _join(_join(path, "files"), i))
+            raise ctx.error(join_path(path, "files"),
+                            f"expected a non-empty list, got {type_name(files)} "
+                            f"{show(files)}", "a list of file names or globs")
+        out["files"] = [ctx.path(f, join_path(join_path(path, "files"), i))
                         for i, f in enumerate(files)]
     hdu = raw.get("hdu")
     allowed = "null (first HDU with 2-D data), an HDU index >= 0 or an EXTNAME"
     if hdu is not None:
         if isinstance(hdu, str):
-            hdu = ctx.text(hdu, _join(path, "hdu"), allowed=allowed)
+            hdu = ctx.text(hdu, join_path(path, "hdu"), allowed=allowed)
         elif isinstance(hdu, bool) or not isinstance(hdu, numbers.Integral) or hdu < 0:
-            raise ctx.error(_join(path, "hdu"), f"{_show(hdu)} is not allowed", allowed)
+            raise ctx.error(join_path(path, "hdu"), f"{show(hdu)} is not allowed", allowed)
         else:
             hdu = int(hdu)
     out["hdu"] = hdu
@@ -463,51 +239,51 @@ def _keywords(ctx, raw):
     raw = ctx.mapping(raw, path, list(DEFAULTS["keywords"]))
     out = copy.deepcopy(DEFAULTS["keywords"])
     for name, value in raw.items():
-        p = _join(path, name)
+        p = join_path(path, name)
         if name == "type_aliases":
             if value is None:
                 value = {}
             if not isinstance(value, dict):
-                raise ctx.error(p, f"expected a mapping, got {_type_name(value)} "
-                                   f"{_show(value)}", "a mapping header value -> frame type")
+                raise ctx.error(p, f"expected a mapping, got {type_name(value)} "
+                                   f"{show(value)}", "a mapping header value -> frame type")
             aliases = {}
             for k, v in value.items():
-                kp = _join(p, str(k))
+                kp = join_path(p, str(k))
                 if isinstance(k, bool) or not isinstance(k, (str, numbers.Real)):
-                    raise ctx.error(kp, f"header value {_show(k)} must be text "
+                    raise ctx.error(kp, f"header value {show(k)} must be text "
                                         "(quote it in YAML)", "text")
                 if not isinstance(v, str) or v not in FRAME_TYPES:
-                    raise ctx.error(kp, f"{_show(v)} is not a frame type",
+                    raise ctx.error(kp, f"{show(v)} is not a frame type",
                                     ", ".join(FRAME_TYPES))
                 aliases[str(k)] = v
             out[name] = aliases
         elif name == "binning_pairs":
             allowed = "a list of [X, Y] keyword pairs, e.g. [[CCDXBIN, CCDYBIN]]"
             if not isinstance(value, list):
-                raise ctx.error(p, f"expected a list, got {_type_name(value)} "
-                                   f"{_show(value)}", allowed)
+                raise ctx.error(p, f"expected a list, got {type_name(value)} "
+                                   f"{show(value)}", allowed)
             pairs = []
             for i, pair in enumerate(value):
                 if not isinstance(pair, list) or len(pair) != 2:
-                    raise ctx.error(_join(p, i), f"{_show(pair)} is not a pair", allowed)
-                pairs.append([_keyword(ctx, k, _join(_join(p, i), j))
+                    raise ctx.error(join_path(p, i), f"{show(pair)} is not a pair", allowed)
+                pairs.append([header_keyword(ctx, k, join_path(join_path(p, i), j))
                               for j, k in enumerate(pair)])
             out[name] = pairs
         else:
             if isinstance(value, str):
                 value = [value]
             if not isinstance(value, list):
-                raise ctx.error(p, f"expected a list, got {_type_name(value)} "
-                                   f"{_show(value)}",
+                raise ctx.error(p, f"expected a list, got {type_name(value)} "
+                                   f"{show(value)}",
                                 "a list of header keywords, tried in order")
             if name == "clear_filters":
                 for i, v in enumerate(value):
                     if not isinstance(v, str):
-                        raise ctx.error(_join(p, i), f"expected text, got {_type_name(v)} "
-                                                     f"{_show(v)}", "filter names")
+                        raise ctx.error(join_path(p, i), f"expected text, got {type_name(v)} "
+                                                     f"{show(v)}", "filter names")
                 out[name] = [v.strip() for v in value]
             else:
-                out[name] = [_keyword(ctx, v, _join(p, i)) for i, v in enumerate(value)]
+                out[name] = [header_keyword(ctx, v, join_path(p, i)) for i, v in enumerate(value)]
     return out
 
 
@@ -515,10 +291,10 @@ def _instrument(ctx, raw):
     path = "instrument"
     raw = ctx.mapping(raw, path, list(DEFAULTS["instrument"]))
     v = {**DEFAULTS["instrument"], **raw}
-    j = lambda k: _join(path, k)  # noqa: E731
+    j = lambda k: join_path(path, k)  # noqa: E731
     out = {
-        "overscan": _section_or_keyword(ctx, v["overscan"], j("overscan")),
-        "trim": _section_or_keyword(ctx, v["trim"], j("trim")),
+        "overscan": section_or_keyword(ctx, v["overscan"], j("overscan")),
+        "trim": section_or_keyword(ctx, v["trim"], j("trim")),
         "overscan_statistic": ctx.choice(v["overscan_statistic"], j("overscan_statistic"),
                                          STATISTICS),
         "overscan_fit": ctx.choice(v["overscan_fit"], j("overscan_fit"), FIT_METHODS,
@@ -529,13 +305,13 @@ def _instrument(ctx, raw):
         minimum=1 if out["overscan_fit"] == "spline" else 0)
     level = v["bias_level"]
     if isinstance(level, str):
-        level = _keyword(ctx, level, j("bias_level"),
+        level = header_keyword(ctx, level, j("bias_level"),
                          "null, a number (ADU) or a header keyword holding it")
     else:
         try:
             level = ctx.number(level, j("bias_level"), none_ok=True)
         except WorkflowError:
-            raise ctx.error(j("bias_level"), f"{_show(level)} is not allowed",
+            raise ctx.error(j("bias_level"), f"{show(level)} is not allowed",
                             "null, a number (ADU) or a header keyword holding it") from None
     out["bias_level"] = level
     out["gain"] = ctx.number(v["gain"], j("gain"), minimum=0, strict=True, none_ok=True)
@@ -543,30 +319,6 @@ def _instrument(ctx, raw):
     out["saturation"] = ctx.number(v["saturation"], j("saturation"), minimum=0, strict=True,
                                    none_ok=True)
     return out
-
-
-_MSG_RE = re.compile(r"^(?P<name>\w+) must be (?P<req>.+?)[;,] got (?P<got>.+)$")
-
-
-def _requirement(req):
-    req = req.split(" (or the numpy", 1)[0]   # YAML cannot hold a function
-    if req.startswith("one of "):
-        return req[len("one of "):]
-    if req[:1] in "<>":
-        return f"a number {req}"
-    return {"finite": "a finite number", "odd": "an odd integer"}.get(req, req)
-
-
-def _validator_error(ctx, exc, path_for, known):
-    """Turn a crdask validator's one-line message into a WorkflowError at the
-    key it names (``path_for(name)``)."""
-    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    m = _MSG_RE.match(msg)
-    if m and m.group("name") in known:
-        return ctx.error(path_for(m.group("name")), f"{m.group('got')} is not allowed",
-                         _requirement(m.group("req")))
-    name = msg.split(" ", 1)[0]
-    return ctx.error(path_for(name if name in known else None), msg)
 
 
 def _combine(ctx, raw, path):
@@ -578,7 +330,7 @@ def _combine(ctx, raw, path):
         # Settings of switched-off rejections must still be valid values.
         check(**{**full, "minmax_clip": True, "clip_extrema": True, "sigma_clip": True})
     except (TypeError, ValueError) as e:
-        raise _validator_error(ctx, e, lambda n: _join(path, n) if n else path,
+        raise validator_error(ctx, e, lambda n: join_path(path, n) if n else path,
                                COMBINE_DEFAULTS) from None
     return full
 
@@ -586,11 +338,11 @@ def _combine(ctx, raw, path):
 def _masters(ctx, raw, path):
     raw = ctx.mapping(raw, path, list(DEFAULTS["steps"]["masters"]))
     v = {**DEFAULTS["steps"]["masters"], **raw}
-    j = lambda k: _join(path, k)  # noqa: E731
+    j = lambda k: join_path(path, k)  # noqa: E731
     region = v["flat_region"]
     if region is not None:
         allowed = "null (the central half) or a FITS section '[x1:x2,y1:y2]'"
-        _not_a_yaml_list(ctx, region, j("flat_region"), allowed)
+        reject_yaml_list(ctx, region, j("flat_region"), allowed)
         region = ctx.text(region, j("flat_region"), allowed=allowed)
         try:
             parse_section(region)
@@ -607,121 +359,30 @@ def _masters(ctx, raw, path):
     }
 
 
-def _check_method_params(ctx, method, params, path_for):
-    """Validate a complete parameter dict with crdask's own validators."""
-    allowed = METHODS[method]
-    try:
-        if method == "lacosmic":
-            for name, default in allowed.items():
-                value = params[name]
-                if isinstance(default, bool):
-                    ctx.flag(value, path_for(name))
-                elif default is None and value is not None:
-                    check_number(name, value, minimum=0, strict=True)
-            check_number("padwidth", params["padwidth"], minimum=0, integer=True)
-            make_params(gain=1.0, readnoise=0.0, psfk=None,
-                        **{k: v for k, v in params.items() if k != "padwidth"})
-        else:
-            _median_mod._check_params(params["thresh"], params["mbox"], params["gbox"],
-                                      params["rbox"])
-    except (TypeError, ValueError) as e:
-        if isinstance(e, WorkflowError):
-            raise
-        raise _validator_error(ctx, e, path_for, allowed) from None
-
-
-_INT_PARAMS = ("niter", "psfsize", "padwidth", "mbox", "gbox", "rbox")
-
-
-def _normal_params(params):
-    """Validated numbers as int (counts, box sizes) or float (``sigclip: 5``
-    -> 5.0), so equal settings look alike in ``to_dict`` and the hash."""
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, numbers.Real) and not isinstance(v, bool):
-            v = int(v) if k in _INT_PARAMS else float(v)
-        out[k] = v
-    return out
-
-
-def _param_keys(ctx, method, raw, path):
-    allowed = ", ".join(METHODS[method])
+def _plugins(ctx, raw):
+    """``plugins``: modules that register cosmic-ray methods, imported now
+    (so the method can be validated) and again in every task process."""
+    allowed = "a list of importable module names that register methods"
     if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ctx.error(path, f"expected a mapping, got {_type_name(raw)} {_show(raw)}",
-                        f"a mapping of {method} parameters: {allowed}")
-    for k in raw:
-        if k in ("gain", "readnoise"):
-            raise ctx.error(
-                _join(path, k), "not allowed here: frames are in electrons, so the pipeline "
-                "passes gain=1 and each frame's read noise (set instrument.gain/readnoise "
-                "or keywords.gain/readnoise instead)", allowed)
-        if not isinstance(k, str) or k not in METHODS[method]:
-            raise ctx.error(_join(path, str(k)), f"unknown {method} parameter", allowed)
-    return raw
-
-
-def _match_value(ctx, key, value, path):
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise ctx.error(path, "empty list", "a value or a list of alternatives")
-    out = []
-    for i, v in enumerate(values):
-        p = _join(path, i) if isinstance(value, list) else path
-        if key == "exptime":
-            out.append(ctx.number(v, p, minimum=0))
-        elif isinstance(v, bool) or not isinstance(v, (str, numbers.Real)):
-            raise ctx.error(p, f"expected text, got {_type_name(v)} {_show(v)} (quote it "
-                               "in YAML: yes/no/on/off are read as true/false)",
-                            f"the {key} header value")
-        else:
-            out.append(str(v))
-    return out
-
-
-def _cosmics(ctx, raw, path):
-    d = DEFAULTS["steps"]["cosmics"]
-    raw = ctx.mapping(raw, path, list(d))
-    enabled = ctx.flag(raw.get("enabled", d["enabled"]), _join(path, "enabled"))
-    method = ctx.choice(raw.get("method", d["method"]), _join(path, "method"), list(METHODS))
-    ppath = _join(path, "params")
-    params = _param_keys(ctx, method, raw.get("params"), ppath)
-    full = {**METHODS[method], **params}
-    _check_method_params(ctx, method, full, lambda n: _join(ppath, n) if n else ppath)
-    full = _normal_params(full)
-
-    gpath = _join(path, "groups")
-    groups_raw = raw.get("groups")
-    groups_raw = [] if groups_raw is None else groups_raw
-    if not isinstance(groups_raw, list):
-        raise ctx.error(gpath, f"expected a list, got {_type_name(groups_raw)} "
-                               f"{_show(groups_raw)}", "a list of {match, params}")
-    groups = []
-    for i, g in enumerate(groups_raw):
-        p = _join(gpath, i)
-        g = ctx.mapping(g, p, ["match", "params"], none_ok=False)
-        mp = _join(p, "match")
-        if not g.get("match"):
-            raise ctx.error(mp, "missing or empty", "a mapping of " + ", ".join(MATCH_KEYS))
-        match = ctx.mapping(g["match"], mp, list(MATCH_KEYS), none_ok=False)
-        match = {k: _match_value(ctx, k, v, _join(mp, k)) for k, v in match.items()}
-        gp = _join(p, "params")
-        over = _param_keys(ctx, method, g.get("params"), gp)
-        merged = {**full, **over}
-        _check_method_params(
-            ctx, method, merged,
-            lambda n, over=over, gp=gp: (_join(gp, n) if n in over
-                                         else _join(ppath, n) if n else gp))
-        groups.append(CosmicsGroup(match=match, params=_normal_params(over)))
-    return Cosmics(enabled=enabled, method=method, params=full, groups=tuple(groups))
+        return []
+    raw = [raw] if isinstance(raw, str) else raw
+    if not isinstance(raw, list):
+        raise ctx.error("plugins", f"expected a list, got {type_name(raw)} {show(raw)}",
+                        allowed)
+    names = [ctx.text(m, join_path("plugins", i), allowed=allowed)
+             for i, m in enumerate(raw)]
+    try:
+        load_plugins(names)
+    except ParamError as e:
+        raise ctx.error("plugins", e.problem, allowed) from None
+    return names
 
 
 def _execution(ctx, raw):
     path = "execution"
     raw = ctx.mapping(raw, path, list(DEFAULTS["execution"]))
     v = {**DEFAULTS["execution"], **raw}
-    j = lambda k: _join(path, k)  # noqa: E731
+    j = lambda k: join_path(path, k)  # noqa: E731
     if v["scheduler"] is not None and v["scheduler_file"] is not None:
         raise ctx.error(j("scheduler_file"), "scheduler and scheduler_file are both given",
                         "one of them, or neither (a local cluster)")
@@ -736,14 +397,14 @@ def _execution(ctx, raw):
                 if parse_bytes(mem) <= 0:
                     raise ValueError
             except (ValueError, TypeError):
-                raise ctx.error(j("memory_limit"), f"{_show(mem)} is not a size",
+                raise ctx.error(j("memory_limit"), f"{show(mem)} is not a size",
                                 allowed) from None
             mem = mem.strip()
         else:
             try:
                 mem = ctx.number(mem, j("memory_limit"), integer=True, minimum=1)
             except WorkflowError:
-                raise ctx.error(j("memory_limit"), f"{_show(mem)} is not a size",
+                raise ctx.error(j("memory_limit"), f"{show(mem)} is not a size",
                                 allowed) from None
     return Execution(
         chunk_rows=ctx.number(v["chunk_rows"], j("chunk_rows"), integer=True, minimum=1),
@@ -762,53 +423,6 @@ def _execution(ctx, raw):
 # ---------------------------------------------------------------------------
 # The validated workflow.
 # ---------------------------------------------------------------------------
-
-def _matches(wanted, value, key):
-    if value is None:
-        return False
-    if key == "exptime":
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            return False
-        return any(math.isclose(value, w, rel_tol=1e-6, abs_tol=1e-9) for w in wanted)
-    return str(value).strip() in wanted
-
-
-@dataclass(frozen=True)
-class CosmicsGroup:
-    """Per-group override: ``match`` maps filter/object/exptime to a list of
-    accepted values; ``params`` are the overridden parameters only."""
-
-    match: dict
-    params: dict
-
-    def matches(self, filter=None, object=None, exptime=None):
-        given = {"filter": filter, "object": object, "exptime": exptime}
-        return all(_matches(w, given[k], k) for k, w in self.match.items())
-
-
-@dataclass(frozen=True)
-class Cosmics:
-    """``steps.cosmics``: method, complete default parameters, groups."""
-
-    enabled: bool
-    method: str
-    params: dict
-    groups: tuple = ()
-
-    def params_for(self, filter=None, object=None, exptime=None):
-        """Complete parameters for one science frame: the method's defaults,
-        ``params``, then the first matching group's ``params``. Never holds
-        ``gain``/``readnoise`` (the pipeline passes gain=1 and the frame's
-        read noise). A new dict on every call."""
-        out = dict(self.params)
-        for g in self.groups:
-            if g.matches(filter=filter, object=object, exptime=exptime):
-                out.update(g.params)
-                break
-        return out
-
 
 @dataclass(frozen=True)
 class Inputs:
@@ -849,6 +463,7 @@ class Workflow:
     calibrate: dict
     cosmics: Cosmics
     execution: Execution = field(default_factory=Execution)
+    plugins: tuple = ()
 
     # -- inputs ---------------------------------------------------------------
     def input_files(self):
@@ -914,6 +529,7 @@ class Workflow:
         ex = self.execution
         return {
             "version": self.version,
+            "plugins": list(self.plugins),
             "inputs": {
                 "directory": None if self.inputs.directory is None
                 else str(self.inputs.directory),
@@ -928,13 +544,7 @@ class Workflow:
             "steps": {
                 "masters": copy.deepcopy(self.masters),
                 "calibrate": dict(self.calibrate),
-                "cosmics": {
-                    "enabled": self.cosmics.enabled,
-                    "method": self.cosmics.method,
-                    "params": dict(self.cosmics.params),
-                    "groups": [{"match": copy.deepcopy(g.match), "params": dict(g.params)}
-                               for g in self.cosmics.groups],
-                },
+                "cosmics": self.cosmics.to_dict(),
             },
             "execution": {
                 "chunk_rows": ex.chunk_rows,
@@ -963,7 +573,7 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
     """
     if isinstance(path_or_mapping, (str, os.PathLike)):
         source = os.fspath(path_or_mapping)
-        raw = _read_yaml(source, source)
+        raw = read_yaml(source, source)
         if base_dir is None:
             base_dir = os.path.dirname(os.path.abspath(source))
     elif isinstance(path_or_mapping, dict):
@@ -973,7 +583,7 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
         raise TypeError("load_workflow() takes a file path or a mapping, got "
                         f"{type(path_or_mapping).__name__}")
     base = Path(os.path.abspath(os.path.expanduser(os.fspath(base_dir or os.getcwd()))))
-    ctx = _Ctx(source, base)
+    ctx = Checker(source, base)
     if raw is None:
         raise ctx.error("", "the workflow is empty", "a mapping of " + ", ".join(_TOP_KEYS))
     raw = ctx.mapping(raw, "", _TOP_KEYS, none_ok=False,
@@ -981,7 +591,8 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
 
     version = raw.get("version", DEFAULTS["version"])
     if isinstance(version, bool) or version != 1:
-        raise ctx.error("version", f"{_show(version)} is not supported", "1")
+        raise ctx.error("version", f"{show(version)} is not supported", "1")
+    plugins = _plugins(ctx, raw.get("plugins"))
     inputs = _inputs(ctx, raw.get("inputs"))
     if raw.get("output") is None:
         raise ctx.error("output", "missing",
@@ -995,7 +606,7 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
     cal = ctx.mapping(steps.get("calibrate"), "steps.calibrate", ["enabled"])
     calibrate = {"enabled": ctx.flag(cal.get("enabled", DEFAULTS["steps"]["calibrate"]["enabled"]),
                                      "steps.calibrate.enabled")}
-    cosmics = _cosmics(ctx, steps.get("cosmics"), "steps.cosmics")
+    cosmics = cosmics_section(ctx, steps.get("cosmics"), "steps.cosmics")
     if not (masters["enabled"] or calibrate["enabled"] or cosmics.enabled):
         raise ctx.error("steps", "every step is disabled: nothing to do",
                         "at least one of masters, calibrate, cosmics enabled")
@@ -1007,7 +618,7 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
                                   hdu=inputs["hdu"]),
                     output=output, truth=truth, keywords=keywords, instrument=instrument,
                     masters=masters, calibrate=calibrate, cosmics=cosmics,
-                    execution=execution)
+                    execution=execution, plugins=tuple(plugins))
 
 
 # ---------------------------------------------------------------------------
@@ -1051,3 +662,31 @@ def config_hash(workflow, section="cosmics"):
                       ensure_ascii=True, allow_nan=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
+
+
+def calibration_workflow(directory, output, *, hdu=None, overscan="BIASSEC", trim="DATASEC",
+                         gain=None, readnoise=None):
+    """The workflow of ``crdask calibrate DIRECTORY -o OUTPUT``: every default,
+    the given instrument settings (``'none'`` switches overscan or trim off),
+    and the cosmic-ray step disabled -- so calibration has one path, the
+    night's.
+
+    Example
+    -------
+    >>> wf = calibration_workflow("raw", "reduced", trim="none")
+    >>> (wf.cosmics.enabled, wf.instrument["trim"], wf.output.name)
+    (False, None, 'reduced')
+    """
+    def region(value):
+        return None if value is None or str(value).strip().lower() in ("none", "") else value
+
+    if isinstance(hdu, str) and hdu.strip().isdigit():
+        hdu = int(hdu)
+    base = os.getcwd()
+    return load_workflow({
+        "inputs": {"directory": os.path.abspath(os.fspath(directory)), "hdu": hdu},
+        "output": os.path.abspath(os.fspath(output)),
+        "instrument": {"overscan": region(overscan), "trim": region(trim), "gain": gain,
+                       "readnoise": readnoise},
+        "steps": {"cosmics": {"enabled": False}},
+    }, base_dir=base)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..calib.noise import compare_with_header, gain_readnoise
 from ..io.catalog import build_catalog
-from .calibration import CalibSetup, FrameRejected, _check_group, electrons
+from .calibration import CalibSetup, FrameRejected, check_frames, electrons
 
 __all__ = ["GainReport", "measure_gain"]
 
@@ -54,8 +54,8 @@ def measure_gain(directory, setup=None, *, filter=None, region=None):
     setup = setup or CalibSetup()
     catalog = build_catalog(directory, setup.keymap, hdu=setup.hdu)
     rejected = []
-    biases = _check_group(catalog.of_type("bias"), "bias", setup, rejected)
-    flats = _check_group(catalog.of_type("flat"), "flat", setup, rejected)
+    biases = check_frames(catalog.of_type("bias"), "bias", setup, rejected)
+    flats = check_frames(catalog.of_type("flat"), "flat", setup, rejected)
     by_filter = {}
     for f in flats:
         by_filter.setdefault(f.filter, []).append(f)

@@ -1,28 +1,30 @@
 """``run_night``: a whole night from a workflow file, resumable (layer 4).
 
-Plan -> masters -> one task per science frame -> report.
+Plan -> masters -> one task per science frame -> one task per exposure
+group (group methods) -> report.
 
-* Masters are Dask reductions (``crdask.pipeline.calibration``) computed on
-  the active scheduler, written as FITS (and into the Zarr intermediates),
-  and recorded in the ledger with a checksum of all their inputs and the
-  hash of the settings that shape them: a rerun with the same inputs and
-  settings reuses them.
-* Each science frame is one task on the cluster: read raw strips, calibrate
-  (masters loaded once per worker process), keep the calibrated frame in
-  ``OUT/intermediate.zarr``, find cosmic rays (``lacosmic`` or
-  ``cosmicray_median`` on the frame in electrons, with its variance), write
-  ``OUT/<stem>_cal.fits`` atomically. The task records every stage in the
-  ledger (``OUT/ledger/``), so after a crash or a killed node a rerun
-  continues from the last finished stage; unchanged finished frames are
-  skipped, changed ones (input checksum or settings) are redone, failed ones
-  are retried. Tasks never raise: a bad frame is a ``failed`` entry with a
-  one-line reason and the night goes on.
-* Pixels never pass through the scheduler: tasks read and write files (a
-  shared filesystem on a real cluster).
+* Masters (:mod:`crdask.pipeline.masters_step`) are built once and reused
+  while their inputs and settings are unchanged.
+* Each science frame is one task (:mod:`crdask.pipeline.frame_task`):
+  calibrate, keep the calibrated frame in ``OUT/intermediate.zarr``, clean it
+  with the workflow's ``frame`` method and write ``OUT/<stem>_cal.fits``.
+* With a ``group`` method (pair differencing, Median-Minimum), the science
+  frames are split into exposure groups (:mod:`crdask.pipeline.groups`);
+  members are only calibrated by their frame tasks, and one task per group
+  (:mod:`crdask.pipeline.group_task`) cleans them together and writes the
+  members and the group's products. Frames no group can take are cleaned
+  with the fallback frame method, and the report says so.
+* A product counts as done only while everything it was computed from is
+  unchanged: the raw file, the master files it was calibrated with
+  (checksums), the settings hash and the crdask version (all in its ledger
+  entry); a group's entry covers all of its members.
+* Tasks never raise: a bad frame or group is a ``failed`` entry with a
+  one-line reason and the night goes on. Pixels never pass through the
+  scheduler: tasks read and write files (a shared filesystem on a cluster).
 """
 
 import contextlib
-import functools
+import hashlib
 import os
 import platform
 import shutil
@@ -36,27 +38,27 @@ import numpy as np
 
 from .._version import __version__
 from ..calib import bits
-from ..calib.calibrate import calibrate_frame
+from ..cosmic.registry import get_method
 from ..io.catalog import build_catalog
 from ..io.intermediates import IntermediateStore
-from ..io.products import read_master, write_calibrated
+from .calibration import check_frames
 from .cluster import connect
-from .calibration import FrameRejected, _check_group, _write_masters, build_masters, electrons
 from .config import Workflow, config_hash, load_workflow
+from .frame_task import calibrated_output, frame_stem, process_science_frame
+from .group_task import group_entry, process_group
+from .groups import group_checksum, group_exposures
 from .ledger import Ledger
+from .masters_step import calibration_frames, masters_current, masters_step
+from .quality import QUALITY_KEYS, cr_summary
 
 __all__ = ["run_night", "plan_night", "NightRun"]
 
-MASTER_KEY = "masters"
-_QUALITY = ("recall", "false_positives", "n_true", "n_found")
+#: Master files a science frame of filter ``f`` is calibrated with.
+_MASTER_KEYS = ("bias", "dark", "bpm")
 
 
 def _now():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _stem(path):
-    return os.path.basename(str(path)).split(".")[0]
 
 
 class NightRun:
@@ -73,208 +75,205 @@ class NightRun:
         return 2 if bad or self.record["failures"] else 0
 
 
+def frame_inputs(ledger, path, filt, master_paths):
+    """Checksum of what a science frame's product depends on besides the
+    settings: its raw file and the master files it is calibrated with."""
+    h = hashlib.sha256(ledger.file_sha256(path).encode())
+    for key in (*_MASTER_KEYS, f"flat_{filt}"):
+        p = master_paths.get(key)
+        if p and os.path.exists(p):
+            h.update(f"|{key}={ledger.file_sha256(p)}".encode())
+    return h.hexdigest()
+
+
 # --- planning ---------------------------------------------------------------------
 
-def plan_night(wf, ledger=None):
-    """What a run would do: catalogue, science frames with their state.
+def _current_master_paths(wf, ledger, catalog):
+    if not wf.masters["enabled"] or not masters_current(wf, ledger,
+                                                         calibration_frames(catalog)):
+        return None
+    return dict((ledger.get("masters") or {}).get("info", {}).get("paths", {}))
 
-    Returns a dict: ``catalog``, ``groups`` (label -> count), ``science``
-    (list of dicts: file, state 'done'|'todo'|'retry'|'changed'), ``masters``
-    ('reuse'|'build'|'none').
+
+def plan_night(wf, ledger=None):
+    """What a run would do, without doing it (nothing is written).
+
+    Returns a dict: ``catalog``, ``groups`` (calibration group label ->
+    count), ``science`` (list of dicts: file, state 'done' | 'todo' |
+    'retry' | 'changed' | 'resume from STAGE', exposure ``group``),
+    ``exposure_groups`` (label -> member files) and ``masters`` ('reuse' |
+    'build' | 'none').
     """
     catalog = build_catalog(wf.input_files(), wf.keymap(), hdu=wf.inputs.hdu)
     ledger = ledger or Ledger(wf.output)
     h_all = config_hash(wf, "cosmics")
+    calib = calibration_frames(catalog)
+    master_paths = _current_master_paths(wf, ledger, catalog)
+    if not wf.masters["enabled"] or not calib:
+        masters = "none"
+    else:
+        masters = "reuse" if master_paths is not None else "build"
+    infos = [i for i in catalog.of_type("science") if not i.error]
+    membership = {}
+    exposure_groups = {}
+    if wf.cosmics.enabled and wf.cosmics.kind == "group":
+        need = get_method(wf.cosmics.method).min_members
+        for g in group_exposures(infos, wf.cosmics.grouping):
+            exposure_groups[g.label] = [os.path.basename(p) for p in g.paths]
+            if len(g.members) >= need:
+                for m in g.members:
+                    membership[m.path] = g.label
     science = []
-    for info in catalog.of_type("science"):
-        if info.error:
-            continue
-        entry = ledger.get(_stem(info.path))
-        out = wf.output / f"{_stem(info.path)}_cal.fits"
+    for info in infos:
+        stem = frame_stem(info.path)
+        entry = ledger.get(stem)
+        current = (master_paths is not None or masters == "none") and entry is not None \
+            and ledger.is_current(stem, frame_inputs(ledger, info.path, info.filter,
+                                                     master_paths or {}), h_all) \
+            and os.path.exists(calibrated_output(wf.output, info.path))
         if entry is None:
             state = "todo"
         elif entry.get("status") == "failed":
             state = "retry"
-        elif (entry.get("config_hash") == h_all and entry.get("status") == "done"
-              and out.exists() and entry.get("input_sha256") == ledger.file_sha256(info.path)):
+        elif current:
             state = "done"
         elif entry.get("status") == "done":
             state = "changed"
         else:
             state = f"resume from {entry.get('stage') or 'start'}"
         science.append({"file": info.path, "state": state, "filter": info.filter,
-                        "object": info.object})
-    calib = [i for i in catalog.frames if i.frame_type in ("bias", "dark", "flat")
-             and not i.error]
-    if not wf.masters["enabled"] or not calib:
-        masters = "none"
-    elif _masters_current(wf, ledger, calib):
-        masters = "reuse"
-    else:
-        masters = "build"
+                        "object": info.object, "group": membership.get(info.path)})
     groups = {g.label(): g.count for g in catalog.groups()}
-    return {"catalog": catalog, "groups": groups, "science": science, "masters": masters}
-
-
-def _masters_checksum(ledger, infos):
-    import hashlib
-    h = hashlib.sha256()
-    for info in sorted(infos, key=lambda i: i.path):
-        h.update(os.path.basename(info.path).encode())
-        h.update(ledger.file_sha256(info.path).encode())
-    return h.hexdigest()
-
-
-def _masters_current(wf, ledger, calib_infos):
-    entry = ledger.get(MASTER_KEY)
-    if not entry:
-        return False
-    paths = (entry.get("info") or {}).get("paths", {})
-    return (ledger.is_current(MASTER_KEY, _masters_checksum(ledger, calib_infos),
-                              config_hash(wf, "masters"))
-            and paths and all(Path(p).exists() for p in paths.values()))
-
-
-# --- per-frame task ------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=16)
-def _load_master(path, mtime_ns):
-    data, header, var, _ = read_master(path)
-    return data, var, header
-
-
-def _master_arrays(paths):
-    def get(key):
-        p = paths.get(key)
-        if not p:
-            return None, None
-        data, var, _ = _load_master(p, os.stat(p).st_mtime_ns)
-        return data, var
-    return get
-
-
-def process_science_frame(path, wf_dict, master_paths, exptime, filt, readnoise_fallback=None,
-                          threads=1):
-    """Calibrate, clean and write one science frame; record stages in the
-    ledger. Returns a summary dict (never raises)."""
-    t0 = time.perf_counter()
-    wf = load_workflow(wf_dict)
-    stem = _stem(path)
-    ledger = Ledger(wf.output)
-    summary = {"file": os.path.basename(path), "status": "failed", "stage": None,
-               "seconds": 0.0, "cr_pixels": None, "output": None, "error": None}
-    try:
-        sha = ledger.file_sha256(path)
-        h_cal = config_hash(wf, "calibrate")
-        h_all = config_hash(wf, "cosmics")
-        prev = ledger.get(stem)
-        out = wf.output / f"{stem}_cal.fits"
-        if ledger.is_current(stem, sha, h_all) and out.exists():
-            # finished already (e.g. a result lost with its worker): keep it
-            info = (prev or {}).get("info") or {}
-            summary.update(status="done", stage="written", cr_pixels=info.get("cr_pixels"),
-                           output=str(out), seconds=time.perf_counter() - t0,
-                           **{k: info[k] for k in _QUALITY if k in info})
-            return summary
-        ledger.start(stem, str(path), sha, h_all)
-        store = IntermediateStore(wf.output / "intermediate.zarr") \
-            if wf.execution.intermediates else None
-        setup = wf.calib_setup()
-        prep = electrons(path, setup, exptime)
-        reuse = (store is not None and prev is not None and store.has_frame(stem)
-                 and prev.get("input_sha256") == sha
-                 and (prev.get("info") or {}).get("calib_hash") == h_cal)
-        if reuse:
-            arrays = store.read_frame(stem)
-            sci, var, mask = arrays["sci"], arrays["var"], arrays["mask"]
-        else:
-            get = _master_arrays(master_paths)
-            bias, bias_var = get("bias")
-            dark, dark_var = get("dark")
-            flat, flat_var = get(f"flat_{filt}")
-            bpm, _ = get("bpm")
-            if not wf.calibrate["enabled"]:
-                bias = dark = flat = bpm = None
-            # The frame is read into memory first and calibrated with plain
-            # numpy: mixing Dask with the in-memory masters would make Dask
-            # hash every master (0.1 s per 2048^2 frame).
-            data_e, saturated = dask.compute(prep.data, prep.saturated, scheduler="sync")
-            cal = calibrate_frame(data_e, readnoise=prep.readnoise, exptime=exptime,
-                                  bias=bias, bias_var=bias_var, dark=dark, dark_var=dark_var,
-                                  flat=flat, flat_var=flat_var,
-                                  bad=None if bpm is None else bpm != 0,
-                                  saturated=saturated)
-            sci, var, mask = cal.sci, cal.var, cal.mask
-            if store is not None:
-                store.write_frame(stem, sci=sci, var=var, mask=mask)
-        ledger.advance(stem, "calibrated", calib_hash=h_cal)
-        history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
-                   f"input={os.path.basename(path)}"]
-        for key, p in sorted(master_paths.items()):
-            if key in ("bias", "dark", "bpm", f"flat_{filt}") and wf.calibrate["enabled"]:
-                history.append(f"{key}={os.path.basename(p)}")
-        ncr = None
-        if wf.cosmics.enabled:
-            sci, mask, ncr, words = _clean_cosmics(sci, var, mask, prep, wf, filt, exptime,
-                                                   threads)
-            history.extend(words)
-            ledger.advance(stem, "cleaned", cr_pixels=ncr)
-        header = prep.header.copy()
-        if ncr is not None:
-            header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
-        write_calibrated(out, sci, var, mask, header=header, history=history, overwrite=True)
-        quality = score_frame(wf.truth, os.path.basename(path), mask) \
-            if wf.truth and ncr is not None else {}
-        seconds = time.perf_counter() - t0
-        ledger.finish(stem, cr_pixels=ncr, output=str(out), seconds=seconds, **quality)
-        summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
-                       output=str(out), **quality)
-    except Exception as e:  # one bad frame must not stop the night
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if not msg.startswith(str(path)) and not isinstance(e, FrameRejected):
-            msg = f"{path}: {type(e).__name__}: {msg}"
-        try:
-            ledger.fail(stem, msg)
-        except Exception:  # pragma: no cover - the ledger itself unwritable
-            pass
-        summary.update(error=msg, seconds=time.perf_counter() - t0)
-    return summary
-
-
-def _clean_cosmics(sci, var, mask, prep, wf, filt, exptime, threads):
-    from ..cosmic import cosmicray_median, lacosmic
-    from ..io.fits import history_lines
-
-    params = wf.cosmics.params_for(filter=filt, object=prep.header.get("OBJECT"),
-                                   exptime=exptime)
-    unusable = (mask & (bits.BAD | bits.NONFINITE | bits.FLAT_INVALID | bits.SATURATED)) != 0
-    if wf.cosmics.method == "lacosmic":
-        kw = {"satlevel": np.inf, **params, "gain": 1.0, "readnoise": prep.readnoise}
-        crmask, clean = lacosmic(sci, inmask=unusable, invar=var, num_threads=threads, **kw)
-    else:
-        err = np.sqrt(np.maximum(var, 0)).astype(np.float32)
-        data = np.where(unusable, np.nan, sci).astype(np.float32)
-        clean, crmask = cosmicray_median(data, error_image=err, **params)
-        clean = np.where(unusable, sci, clean)
-        crmask &= ~unusable
-    crmask = np.asarray(crmask, bool)
-    mask = mask | np.where(crmask, bits.COSMIC_RAY, 0).astype(np.uint8)
-    words = [f"cosmics {wf.cosmics.method}"] + history_lines(
-        [f"{k}={v}" for k, v in sorted(params.items())])
-    return np.asarray(clean, np.float32), mask, int(crmask.sum()), words
+    return {"catalog": catalog, "groups": groups, "science": science,
+            "exposure_groups": exposure_groups, "masters": masters}
 
 
 # --- the night ------------------------------------------------------------------------
 
+def _summary(info, status, **kw):
+    s = {"file": os.path.basename(info.path), "status": status, "stage": None,
+         "seconds": 0.0, "cr_pixels": None, "output": None, "error": None}
+    s.update(kw)
+    return s
+
+
+def _skipped(ledger, wf, info):
+    einfo = (ledger.get(frame_stem(info.path)) or {}).get("info") or {}
+    return _summary(info, "skipped", stage="written", cr_pixels=einfo.get("cr_pixels"),
+                    output=calibrated_output(wf.output, info.path),
+                    **{k: einfo[k] for k in QUALITY_KEYS if k in einfo})
+
+
+def _submit_science(client, wf, ledger, infos, master_paths, threads, resources):
+    """Submit the frame and group tasks. Returns (futures -> what, skipped
+    summaries)."""
+    wf_dict = wf.to_dict()
+    h_all = config_hash(wf, "cosmics")
+    cos = wf.cosmics
+    submit = dict(pure=False, retries=2, resources=resources)
+    futures, skipped = {}, []
+    inputs = {i.path: frame_inputs(ledger, i.path, i.filter, master_paths) for i in infos}
+
+    def frame(info, **kw):
+        key = f"frame-{frame_stem(info.path)}-{inputs[info.path][:12]}"
+        return client.submit(process_science_frame, info.path, wf_dict, master_paths,
+                             info.exptime, info.filter, inputs_sha256=inputs[info.path],
+                             threads=threads, key=key + ("-cal" if kw else ""), **kw,
+                             **submit)
+
+    def done(info):
+        return ledger.is_current(frame_stem(info.path), inputs[info.path], h_all) \
+            and os.path.exists(calibrated_output(wf.output, info.path))
+
+    singles = list(infos)
+    if cos.enabled and cos.kind == "group":
+        need = get_method(cos.method).min_members
+        singles = []
+        for g in group_exposures(infos, cos.grouping):
+            if len(g.members) < need:
+                singles.extend(g.members)
+                continue
+            sha = group_checksum({frame_stem(m.path): inputs[m.path] for m in g.members})
+            if ledger.is_current(group_entry(g.label), sha, h_all) \
+                    and all(done(m) for m in g.members):
+                skipped.extend({**_skipped(ledger, wf, m), "cosmics_group": g.label}
+                               for m in g.members)
+                continue
+            cal = [frame(m, stop_after="calibrated") for m in g.members]
+            members = [{"path": m.path, "exptime": m.exptime, "filter": m.filter,
+                        "inputs_sha256": inputs[m.path]} for m in g.members]
+            fut = client.submit(process_group, g.label, members, wf_dict, master_paths, sha,
+                                cal, threads=threads, key=f"group-{g.label}-{sha[:12]}",
+                                **submit)
+            futures[fut] = ("group", g)
+    for info in singles:
+        if done(info):
+            skipped.append(_skipped(ledger, wf, info))
+        else:
+            futures[frame(info)] = ("frame", info)
+    return futures, skipped
+
+
+def _collect(futures, skipped, progress, log):
+    """Wait for the tasks; one summary per frame, and one per group."""
+    from distributed import as_completed
+
+    infos = {}
+    for what, thing in futures.values():
+        for m in (thing.members if what == "group" else (thing,)):
+            infos[os.path.basename(m.path)] = m
+    results, groups = list(skipped), []
+    total = len(infos) + len(skipped)
+    n = len(skipped)
+    for fut in as_completed(list(futures)):
+        what, thing = futures[fut]
+        try:
+            res = fut.result()
+        except Exception as e:  # the task itself died (e.g. its worker, three times)
+            err = f"{getattr(thing, 'label', None) or thing.path}: {type(e).__name__}: " \
+                  f"{e}".splitlines()[0]
+            res = {"status": "failed", "error": err, "members": []} if what == "group" \
+                else _summary(thing, "failed", error=err)
+        fut.release()
+        if what == "group":
+            seen = {s["file"] for s in res["members"]}
+            res["members"] += [_summary(m, "failed", error=res.get("error"))
+                               for m in thing.members
+                               if os.path.basename(m.path) not in seen]
+            groups.append({k: v for k, v in res.items() if k != "members"}
+                          | {"label": thing.label,
+                             "members": [s["file"] for s in res["members"]]})
+            summaries = [{**s, "cosmics_group": thing.label} for s in res["members"]]
+        else:
+            summaries = [res]
+        for s in summaries:
+            results.append(s)
+            n += 1
+            _report_progress(progress, log, n, total, s)
+    return results, groups, infos
+
+
 def run_night(config, client=None, *, restart=False, log=print, progress=None):
-    """Reduce a night as the workflow ``config`` says (a path, a mapping or a
-    :class:`Workflow`). ``client``: a ``distributed.Client`` to use (default:
-    a LocalCluster made for the run). Returns a :class:`NightRun`."""
+    """Reduce a night as the workflow ``config`` says.
+
+    Parameters
+    ----------
+    config : path, mapping or :class:`~crdask.pipeline.config.Workflow`
+    client : distributed.Client, optional
+        Use this client (default: one made by :func:`crdask.pipeline.cluster.connect`
+        from the workflow's ``execution`` settings, closed at the end).
+    restart : bool
+        Forget the ledger and intermediates first.
+    log, progress : callables for messages and per-frame progress.
+
+    Returns
+    -------
+    NightRun
+    """
     from .report import write_report
 
     wf = config if isinstance(config, Workflow) else load_workflow(config)
-    t0 = time.perf_counter()
-    started = _now()
+    t0, started = time.perf_counter(), _now()
     out = Path(wf.output)
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out)
@@ -284,114 +283,79 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
     _remove_leftovers(out)
     plan = plan_night(wf, ledger)
     catalog = plan["catalog"]
-    failures = []
-    frames = []
+    failures, frames = [], []
     for info in catalog.frames:
         if info.error:
             failures.append({"file": os.path.basename(info.path), "reason": info.error})
             frames.append({"file": os.path.basename(info.path), "type": "unreadable",
                            "group": None, "status": "set aside", "error": info.error})
-
     own = client is None
-    todo = [s for s in plan["science"] if s["state"] != "done"]
-    resources = None
-    cluster = None
+    handle = None
     if own:
         ex = wf.execution
+        todo = [s for s in plan["science"] if s["state"] != "done"]
         handle = connect(scheduler=ex.scheduler, scheduler_file=ex.scheduler_file,
                          workers=ex.workers, threads_per_worker=ex.threads_per_worker,
                          memory_limit=ex.memory_limit, ntasks=max(1, len(todo)), log=log)
         client, threads, resources = handle.client, handle.threads, handle.resources
-        cluster = handle if handle.kind == "local" else None
     else:
-        threads = int(wf.execution.threads_per_worker or 1)
-    scheduler = {"kind": "LocalCluster" if cluster else "external",
+        threads, resources = int(wf.execution.threads_per_worker or 1), None
+    local = handle is not None and handle.kind == "local"
+    scheduler = {"kind": "LocalCluster" if local else "external",
                  "workers": len(client.scheduler_info().get("workers", {})),
                  "threads_per_worker": threads, "dashboard": client.dashboard_link}
     log(f"crdask: dashboard {client.dashboard_link}")
+    groups = []
     try:
         # Masters are one Dask graph over a few dozen frames: on a cluster of
         # our own, the threaded scheduler in this process avoids shipping
         # strips between worker processes (0.4 s instead of 3-8 s measured on
         # a small night); on an external cluster the graph runs there.
-        local = dask.config.set(scheduler="threads") if cluster is not None \
-            else contextlib.nullcontext()
-        with local:
-            master_info, master_paths, rejected = _masters_step(wf, ledger, catalog, client,
-                                                                log)
-        for path, why in rejected:
-            failures.append({"file": os.path.basename(path), "reason": why})
-        rejected_paths = {p for p, _ in rejected}
+        with dask.config.set(scheduler="threads") if local else contextlib.nullcontext():
+            master_info, master_paths, rejected = masters_step(wf, ledger, catalog, log)
+        failures += [{"file": os.path.basename(p), "reason": why} for p, why in rejected]
+        why_rejected = dict(rejected)
         for info in catalog.frames:
             if info.error or info.frame_type == "science":
                 continue
             frames.append({"file": os.path.basename(info.path), "type": info.frame_type,
                            "group": _group_label(info),
-                           "status": "set aside" if info.path in rejected_paths else "used",
-                           "error": next((w for p, w in rejected if p == info.path), None)})
+                           "status": "set aside" if info.path in why_rejected else "used",
+                           "error": why_rejected.get(info.path)})
         science_rejected = []
-        sci_infos = _check_group([i for i in catalog.of_type("science") if not i.error],
+        sci_infos = check_frames([i for i in catalog.of_type("science") if not i.error],
                                  "science", wf.calib_setup(), science_rejected)
         for path, why in science_rejected:
             failures.append({"file": os.path.basename(path), "reason": why})
             frames.append({"file": os.path.basename(path), "type": "science", "group": None,
                            "status": "set aside", "error": why})
-        states = {s["file"]: s["state"] for s in plan["science"]}
-        wf_dict = wf.to_dict()
-        futures, done = {}, []
-        for info in sci_infos:
-            if states.get(info.path) == "done":
-                einfo = (ledger.get(_stem(info.path)) or {}).get("info") or {}
-                done.append({"file": os.path.basename(info.path), "status": "skipped",
-                             "stage": "written", "seconds": 0.0,
-                             "cr_pixels": einfo.get("cr_pixels"),
-                             "output": str(out / f"{_stem(info.path)}_cal.fits"),
-                             "error": None, "info": info,
-                             **{k: einfo[k] for k in _QUALITY if k in einfo}})
-                continue
-            fut = client.submit(process_science_frame, info.path, wf_dict, master_paths,
-                                info.exptime, info.filter, threads=threads,
-                                key=f"frame-{_stem(info.path)}-{ledger.file_sha256(info.path)[:12]}",
-                                retries=2, pure=False, resources=resources)
-            futures[fut] = info
-        total = len(futures) + len(done)
-        n = len(done)
-        results = list(done)
-        from distributed import as_completed
-        for fut in as_completed(list(futures)):
-            info = futures[fut]
-            try:
-                s = fut.result()
-            except Exception as e:  # the task itself died (e.g. its worker, three times)
-                s = {"file": os.path.basename(info.path), "status": "failed", "stage": None,
-                     "seconds": 0.0, "cr_pixels": None, "output": None,
-                     "error": f"{info.path}: {type(e).__name__}: {e}".splitlines()[0]}
-            s["info"] = info
-            results.append(s)
-            n += 1
-            _report_progress(progress, log, n, total, s)
+        futures, skipped = _submit_science(client, wf, ledger, sci_infos, master_paths,
+                                           threads, resources)
+        results, groups, _ = _collect(futures, skipped, progress, log)
+        by_name = {os.path.basename(i.path): i for i in sci_infos}
         for s in sorted(results, key=lambda r: r["file"]):
-            info = s.pop("info")
             s["type"] = "science"
-            s["group"] = _group_label(info)
+            s["group"] = _group_label(by_name[s["file"]])
             if s["status"] == "failed":
                 failures.append({"file": s["file"], "reason": s["error"]})
             frames.append(s)
         _remove_leftovers(out)  # e.g. of a worker killed mid-write during this run
     finally:
-        if own:
+        if handle is not None:
             handle.close()
     record = {
         "crdask_version": __version__,
         "versions": _versions(),
-        "workflow": {"path": str(wf.source), "hash": config_hash(wf, "cosmics")},
+        "workflow": {"path": str(wf.source), "hash": config_hash(wf, "cosmics"),
+                     "method": wf.cosmics.method if wf.cosmics.enabled else None},
         "started": started, "finished": _now(),
         "seconds": round(time.perf_counter() - t0, 3),
         "scheduler": scheduler,
         "frames": frames,
+        "exposure_groups": sorted(groups, key=lambda g: g["label"]),
         "masters": master_info,
         "failures": failures,
-        "cr_summary": _cr_summary(frames),
+        "cr_summary": cr_summary(frames),
     }
     paths = write_report(out, record, previews=_previews(wf, frames, master_paths))
     return NightRun(record, paths)
@@ -400,10 +364,10 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
 def _remove_leftovers(out):
     """Delete what writers killed mid-write left behind: hidden ``.*.tmp``
     files of atomic writes (outputs, ledger) and Zarr's partial files. Only
-    called before any task of this run starts."""
+    called while no task of this run is writing."""
     from ..io.atomic import is_temp_name
 
-    for d in (out, out / "ledger", out / "previews"):
+    for d in (out, out / "ledger", out / "ledger" / "sha256", out / "previews"):
         if d.is_dir():
             for p in d.iterdir():
                 if p.is_file() and is_temp_name(p.name):
@@ -431,79 +395,6 @@ def _report_progress(progress, log, n, total, s):
     log(f"[{n}/{total}] {s['file']}: {s['status']} ({what})")
 
 
-def _masters_step(wf, ledger, catalog, client, log):
-    """Build or reuse the masters. Returns (report info, paths, rejected)."""
-    rejected = []
-    if not wf.masters["enabled"]:
-        return {}, {}, rejected
-    calib = [i for i in catalog.frames if i.frame_type in ("bias", "dark", "flat")
-             and not i.error]
-    if not calib:
-        return {}, {}, rejected
-    checksum = _masters_checksum(ledger, calib)
-    entry = ledger.get(MASTER_KEY)
-    if _masters_current(wf, ledger, calib):
-        info = entry["info"]
-        rejected = [tuple(r) for r in info.get("rejected", [])]
-        log("crdask: masters unchanged, reused")
-        return ({k: {"path": p, "inputs": info.get("inputs", {}).get(k, []), "status": "reused"}
-                 for k, p in info["paths"].items()}, info["paths"], rejected)
-    ledger.start(MASTER_KEY, "calibration frames", checksum, config_hash(wf, "masters"))
-    t = time.perf_counter()
-    setup = wf.calib_setup()
-    from ..io.catalog import Catalog
-    sub = Catalog(frames=calib, keymap=catalog.keymap)
-    masters = build_masters(sub, setup, rejected)
-    paths = _write_masters(masters, str(wf.output), overwrite=True)
-    inputs = {}
-    for kind in ("bias", "dark"):
-        if masters[kind] is not None:
-            inputs[kind] = [os.path.basename(p) for p in masters[kind].inputs]
-    for filt, m in masters["flat"].items():
-        inputs[f"flat_{filt}"] = [os.path.basename(p) for p in m.inputs]
-    if wf.execution.intermediates:
-        store = IntermediateStore(wf.output / "intermediate.zarr")
-        for key, p in paths.items():
-            data, _, _, _ = read_master(p)
-            store.write_master(key, data)
-    ledger.finish(MASTER_KEY, paths=paths, inputs=inputs, rejected=rejected,
-                  seconds=time.perf_counter() - t)
-    log(f"crdask: masters built in {time.perf_counter() - t:.1f} s: {', '.join(paths)}")
-    return ({k: {"path": p, "inputs": inputs.get(k, []), "status": "done"}
-             for k, p in paths.items()}, paths, rejected)
-
-
-def score_frame(truth_dir, name, mask_bits):
-    """CR detection quality of one frame against the simulation's truth:
-    dict(recall, false_positives, n_true, n_found) or {} when there is no
-    truth for it. False positives do not count pixels next to a true CR
-    (tolerance 1 pixel): L.A.Cosmic's growth step flags CR edges that the
-    truth's 3-sigma rule leaves out."""
-    from ..simulate import score
-    from ..simulate.night import NightManifest
-    try:
-        truth = NightManifest.load(truth_dir).crmask(name)
-    except (OSError, ValueError, KeyError):
-        return {}
-    found = (np.asarray(mask_bits) & bits.COSMIC_RAY) != 0
-    if found.shape != truth.shape:
-        return {}
-    s = score(found, truth, tolerance=1)
-    return {"recall": round(float(s["recall"]), 4), "false_positives": int(s["false_positives"]),
-            "n_true": int(s["n_true"]), "n_found": int(s["n_found"])}
-
-
-def _cr_summary(frames):
-    scored = [f for f in frames if "recall" in f]
-    if not scored:
-        return None
-    n_true = sum(f["n_true"] for f in scored)
-    found_true = sum(f["recall"] * f["n_true"] for f in scored)
-    return {"frames": len(scored), "recall": round(found_true / max(n_true, 1), 4),
-            "false_positives": sum(f["false_positives"] for f in scored),
-            "n_true": n_true, "n_found": sum(f["n_found"] for f in scored)}
-
-
 def _versions():
     import astropy
     import dask as _dask
@@ -525,7 +416,7 @@ def _previews(wf, frames, master_paths, n_science=3):
             continue
         previews["cr_counts"].append((f["file"], f.get("cr_pixels") or 0))
         if len(previews["science"]) < n_science and store is not None:
-            stem = _stem(f["file"])
+            stem = frame_stem(f["file"])
             if store.has_frame(stem):
                 with fits.open(f["output"]) as hdul:
                     after = hdul[0].data.astype(np.float32)

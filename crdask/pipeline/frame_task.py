@@ -1,0 +1,232 @@
+"""One science frame of a night as one task: calibrate, clean, write (layer 4).
+
+:func:`process_science_frame` runs on a worker. It reads the raw frame,
+calibrates it with the masters (loaded once per worker process), keeps the
+calibrated frame in ``OUT/intermediate.zarr``, and then either
+
+* cleans it with the workflow's ``frame`` method (or the fallback method of
+  a ``group`` method, for a frame no group can take) and writes
+  ``OUT/<stem>_cal.fits`` atomically, or
+* stops after calibration (``stop_after="calibrated"``) when the frame is a
+  member of an exposure group: the group task
+  (:mod:`crdask.pipeline.group_task`) cleans the members together.
+
+Every stage is recorded in the ledger, so a rerun continues from the last
+finished one. The task never raises: a bad frame is a ``failed`` entry with
+a one-line reason and the night goes on.
+
+:func:`clean_frame` is the one place a frame meets a cosmic-ray method: the
+method comes from the registry by name, bad pixels (bad, non-finite,
+flat-invalid and saturated bits) reach every method as ``bad``, the variance
+as ``var``, the read noise in e-.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import dask
+import numpy as np
+
+from ..calib import bits
+from ..calib.calibrate import calibrate_frame
+from ..cosmic.registry import get_method, load_plugins
+from ..io.intermediates import IntermediateStore
+from ..io.products import read_master, write_calibrated
+from .calibration import FrameRejected, electrons
+from .config import config_hash, load_workflow
+from .ledger import Ledger
+from .quality import QUALITY_KEYS, score_frame
+
+__all__ = ["process_science_frame", "clean_frame", "frame_stem", "unusable",
+           "master_history", "calibrated_output"]
+
+#: Mask bits whose pixels a cosmic-ray method must neither flag nor use.
+UNUSABLE_BITS = bits.BAD | bits.NONFINITE | bits.FLAT_INVALID | bits.SATURATED
+
+
+def frame_stem(path):
+    """Output stem of a raw file: its name without FITS/compression suffixes
+    (``m51.0001.fits.gz`` -> ``m51.0001``)."""
+    from .clean_files import output_name
+    return output_name(path, "")[:-len(".fits")]
+
+
+def calibrated_output(out_dir, path):
+    """Path of a science frame's calibrated product."""
+    return os.path.join(os.fspath(out_dir), f"{frame_stem(path)}_cal.fits")
+
+
+def unusable(mask):
+    """Bool array: pixels no cosmic-ray method may flag or use."""
+    return (np.asarray(mask) & UNUSABLE_BITS) != 0
+
+
+@functools.lru_cache(maxsize=16)
+def _load_master(path, mtime_ns):
+    data, header, var, _ = read_master(path)
+    return data, var
+
+
+def _master(paths, key):
+    p = paths.get(key)
+    if not p:
+        return None, None
+    return _load_master(p, os.stat(p).st_mtime_ns)
+
+
+def master_history(wf, master_paths, filt):
+    """HISTORY words naming the masters a science frame was calibrated with."""
+    if not wf.calibrate["enabled"]:
+        return []
+    return [f"{key}={os.path.basename(p)}" for key, p in sorted(master_paths.items())
+            if key in ("bias", "dark", "bpm", f"flat_{filt}")]
+
+
+def clean_frame(method_name, sci, var, mask, params, readnoise, threads=1):
+    """Find cosmic rays in one calibrated frame with a registered ``frame`` method.
+
+    Parameters
+    ----------
+    method_name : str
+        Registered ``frame`` method.
+    sci, var : (ny, nx) float32 arrays, e- and e-^2.
+    mask : (ny, nx) uint8 mask bits (:mod:`crdask.calib.bits`).
+    params : dict, the method's complete parameters.
+    readnoise : float, e-.
+    threads : int, threads the method may use.
+
+    Returns
+    -------
+    clean : float32 array, mask : uint8 with the COSMIC_RAY bit added,
+    ncr : int, history : list of HISTORY lines.
+    """
+    method = get_method(method_name, "frame")
+    bad = unusable(mask)
+    res = method.detect(sci, params, bad=bad, var=var, readnoise=readnoise,
+                        num_threads=threads)
+    crmask = np.asarray(res.crmask, bool) & ~bad
+    clean = np.where(bad, sci, np.asarray(res.clean, np.float32)).astype(np.float32)
+    mask = mask | np.where(crmask, bits.COSMIC_RAY, 0).astype(np.uint8)
+    return clean, mask, int(crmask.sum()), method.params.history(params)
+
+
+def _calibrate(path, wf, prep, master_paths, exptime, filt):
+    bias, bias_var = _master(master_paths, "bias")
+    dark, dark_var = _master(master_paths, "dark")
+    flat, flat_var = _master(master_paths, f"flat_{filt}")
+    bpm, _ = _master(master_paths, "bpm")
+    if not wf.calibrate["enabled"]:
+        bias = dark = flat = bpm = None
+    # The frame is read into memory first and calibrated with plain numpy:
+    # mixing Dask with the in-memory masters would make Dask hash every
+    # master (0.1 s per 2048^2 frame).
+    data_e, saturated = dask.compute(prep.data, prep.saturated, scheduler="sync")
+    if not np.isfinite(data_e).any():
+        raise FrameRejected(f"{path}: no finite pixel (all NaN or inf)")
+    cal = calibrate_frame(data_e, readnoise=prep.readnoise, exptime=exptime, bias=bias,
+                          bias_var=bias_var, dark=dark, dark_var=dark_var, flat=flat,
+                          flat_var=flat_var, bad=None if bpm is None else bpm != 0,
+                          saturated=saturated)
+    return cal.sci, cal.var, cal.mask
+
+
+def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs_sha256,
+                          method=None, stop_after=None, threads=1):
+    """Calibrate, clean and write one science frame; record stages in the ledger.
+
+    Parameters
+    ----------
+    path : str, the raw file.
+    wf_dict : dict, the workflow (``Workflow.to_dict()``).
+    master_paths : dict, master key -> FITS path.
+    exptime : float, s; filt : str, the frame's filter.
+    inputs_sha256 : str
+        Checksum of everything the output depends on besides the settings:
+        the raw file and the masters it is calibrated with.
+    method : str, optional
+        The frame method to clean with (default: the workflow's method if
+        it is a frame method, else its fallback).
+    stop_after : None or 'calibrated'
+        Stop once the calibrated frame is in the intermediates (a group
+        member).
+    threads : int, threads the CR method may use.
+
+    Returns
+    -------
+    dict, the frame's summary (status 'done', 'calibrated' or 'failed').
+    """
+    t0 = time.perf_counter()
+    wf = load_workflow(wf_dict)
+    load_plugins(wf.plugins)
+    stem = frame_stem(path)
+    ledger = Ledger(wf.output)
+    summary = {"file": os.path.basename(path), "status": "failed", "stage": None,
+               "seconds": 0.0, "cr_pixels": None, "output": None, "error": None}
+    try:
+        h_cal = config_hash(wf, "calibrate")
+        h_all = config_hash(wf, "cosmics")
+        prev = ledger.get(stem)
+        out = calibrated_output(wf.output, path)
+        if stop_after is None and ledger.is_current(stem, inputs_sha256, h_all) \
+                and os.path.exists(out):
+            info = (prev or {}).get("info") or {}   # e.g. a result lost with its worker
+            summary.update(status="done", stage="written", cr_pixels=info.get("cr_pixels"),
+                           output=out, seconds=time.perf_counter() - t0,
+                           **{k: info[k] for k in QUALITY_KEYS if k in info})
+            return summary
+        store = IntermediateStore(wf.output / "intermediate.zarr") \
+            if (wf.execution.intermediates or stop_after) else None
+        reuse = (store is not None and prev is not None and store.has_frame(stem)
+                 and prev.get("input_sha256") == inputs_sha256
+                 and (prev.get("info") or {}).get("calib_hash") == h_cal
+                 and prev.get("stage") is not None)
+        ledger.start(stem, str(path), inputs_sha256, h_all)
+        setup = wf.calib_setup()
+        prep = electrons(path, setup, exptime)
+        if reuse:
+            arrays = store.read_frame(stem)
+            sci, var, mask = arrays["sci"], arrays["var"], arrays["mask"]
+        else:
+            sci, var, mask = _calibrate(path, wf, prep, master_paths, exptime, filt)
+            if store is not None:
+                store.write_frame(stem, sci=sci, var=var, mask=mask)
+        ledger.advance(stem, "calibrated", calib_hash=h_cal, readnoise=prep.readnoise)
+        if stop_after == "calibrated":
+            summary.update(status="calibrated", stage="calibrated",
+                           seconds=time.perf_counter() - t0)
+            return summary
+        history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
+                   f"input={os.path.basename(path)}", *master_history(wf, master_paths, filt)]
+        ncr = None
+        if wf.cosmics.enabled:
+            cos = wf.cosmics
+            name = method or (cos.method if cos.kind == "frame" else cos.fallback)
+            params = cos.params_for(filter=filt, object=prep.header.get("OBJECT"),
+                                    exptime=exptime, method=name)
+            sci, mask, ncr, words = clean_frame(name, sci, var, mask, params,
+                                                prep.readnoise, threads)
+            history.extend(words)
+            ledger.advance(stem, "cleaned", cr_pixels=ncr)
+        header = prep.header.copy()
+        if ncr is not None:
+            header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
+        write_calibrated(out, sci, var, mask, header=header, history=history, overwrite=True)
+        quality = score_frame(wf.truth, os.path.basename(path), mask) \
+            if wf.truth and ncr is not None else {}
+        seconds = time.perf_counter() - t0
+        ledger.finish(stem, cr_pixels=ncr, output=out, seconds=seconds, **quality)
+        summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
+                       output=out, **quality)
+    except Exception as e:  # one bad frame must not stop the night
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not msg.startswith(str(path)) and not isinstance(e, FrameRejected):
+            msg = f"{path}: {type(e).__name__}: {msg}"
+        try:
+            ledger.fail(stem, msg)
+        except Exception:  # pragma: no cover - the ledger itself unwritable
+            pass
+        summary.update(error=msg, seconds=time.perf_counter() - t0)
+    return summary

@@ -1,0 +1,107 @@
+"""The masters of a night: built once, reused while their inputs are unchanged (layer 4).
+
+The masters are Dask reductions (:mod:`crdask.pipeline.calibration`)
+computed on the active scheduler, written as FITS (and into the Zarr
+intermediates), and recorded in the ledger under ``masters`` with a checksum
+of all their inputs and the hash of the settings that shape them. A rerun
+with the same inputs and settings reuses them.
+
+:func:`masters_checksum` is also part of every science frame's input
+checksum: a science product counts as done only while the masters it was
+calibrated with are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from ..io.catalog import Catalog
+from ..io.intermediates import IntermediateStore
+from ..io.products import read_master
+from .calibration import build_masters, write_masters
+from .config import config_hash
+from .ledger import Ledger
+
+__all__ = ["MASTER_KEY", "calibration_frames", "masters_checksum", "masters_current",
+           "masters_step"]
+
+#: Ledger entry of the masters.
+MASTER_KEY = "masters"
+CALIBRATION_TYPES = ("bias", "dark", "flat")
+
+
+def calibration_frames(catalog):
+    """Readable bias, dark and flat frames of a catalogue."""
+    return [i for i in catalog.frames if i.frame_type in CALIBRATION_TYPES and not i.error]
+
+
+def masters_checksum(ledger, infos, wf=None):
+    """One checksum over the calibration frames (names and contents) and,
+    given the workflow, the settings that shape the masters."""
+    h = hashlib.sha256()
+    for info in sorted(infos, key=lambda i: i.path):
+        h.update(os.path.basename(info.path).encode())
+        h.update(ledger.file_sha256(info.path).encode())
+    if wf is not None:
+        h.update(config_hash(wf, "masters").encode())
+    return h.hexdigest()
+
+
+def masters_current(wf, ledger, calib_infos):
+    """True if the recorded masters were built from these frames and
+    settings and their files still exist."""
+    entry = ledger.get(MASTER_KEY)
+    if not entry:
+        return False
+    paths = (entry.get("info") or {}).get("paths", {})
+    return (ledger.is_current(MASTER_KEY, masters_checksum(ledger, calib_infos),
+                              config_hash(wf, "masters"))
+            and bool(paths) and all(Path(p).exists() for p in paths.values()))
+
+
+def masters_step(wf, ledger: Ledger, catalog, log):
+    """Build or reuse the masters.
+
+    Returns
+    -------
+    (info, paths, rejected) : report entries per master, ``{key: path}``,
+    and ``[(path, one-line reason)]`` of calibration frames set aside.
+    """
+    rejected = []
+    if not wf.masters["enabled"]:
+        return {}, {}, rejected
+    calib = calibration_frames(catalog)
+    if not calib:
+        return {}, {}, rejected
+    if masters_current(wf, ledger, calib):
+        info = ledger.get(MASTER_KEY)["info"]
+        rejected = [tuple(r) for r in info.get("rejected", [])]
+        log("crdask: masters unchanged, reused")
+        return ({k: {"path": p, "inputs": info.get("inputs", {}).get(k, []),
+                     "status": "reused"} for k, p in info["paths"].items()},
+                info["paths"], rejected)
+    ledger.start(MASTER_KEY, "calibration frames", masters_checksum(ledger, calib),
+                 config_hash(wf, "masters"))
+    t = time.perf_counter()
+    sub = Catalog(frames=calib, keymap=catalog.keymap)
+    masters = build_masters(sub, wf.calib_setup(), rejected)
+    paths = write_masters(masters, str(wf.output), overwrite=True)
+    inputs = {}
+    for kind in ("bias", "dark"):
+        if masters[kind] is not None:
+            inputs[kind] = [os.path.basename(p) for p in masters[kind].inputs]
+    for filt, m in masters["flat"].items():
+        inputs[f"flat_{filt}"] = [os.path.basename(p) for p in m.inputs]
+    if wf.execution.intermediates:
+        store = IntermediateStore(wf.output / "intermediate.zarr")
+        for key, p in paths.items():
+            data, _, _, _ = read_master(p)
+            store.write_master(key, data)
+    ledger.finish(MASTER_KEY, paths=paths, inputs=inputs, rejected=rejected,
+                  seconds=time.perf_counter() - t)
+    log(f"crdask: masters built in {time.perf_counter() - t:.1f} s: {', '.join(paths)}")
+    return ({k: {"path": p, "inputs": inputs.get(k, []), "status": "done"}
+             for k, p in paths.items()}, paths, rejected)
