@@ -214,9 +214,10 @@ def test_listed_twice(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, text", [
     (["lacosmic", "x.fits"], "--out-dir"),
     (["lacosmic", "x.fits", "-o", "d", "--cleantype", "best"], "'median', 'medmask'"),
-    (["lacosmic", "x.fits", "-o", "d", "--sigclip", "-1"], "sigclip must be > 0"),
+    (["lacosmic", "x.fits", "-o", "d", "--sigclip", "-1"],
+     "sigclip: -1.0 is not allowed; allowed: a number > 0"),
     (["lacosmic", "x.fits", "-o", "d", "--psfsize", "4", "--fsmode", "convolve"],
-     "psfsize must be odd"),
+     "psfsize: 4 is not allowed; allowed: an odd integer"),
     (["lacosmic", "x.fits", "-o", "d", "--gain", "2", "--gain-key", "GAIN"],
      "either --gain or --gain-key"),
     (["lacosmic", "x.fits", "-o", "d", "--scheduler", "tcp://x:1", "--workers", "2"],
@@ -239,7 +240,7 @@ def test_unreachable_scheduler_exit_1(tmp_path):
         r = run(["lacosmic", a, b, "-o", tmp_path / "o", "--scheduler",
                  "tcp://127.0.0.1:9"])
     assert r.exit_code == 1
-    assert r.stderr.startswith("crdask: error: cannot use scheduler tcp://127.0.0.1:9")
+    assert r.stderr.startswith("crdask: error: scheduler tcp://127.0.0.1:9: cannot connect")
 
 
 def test_local_cluster_size():

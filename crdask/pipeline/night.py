@@ -166,12 +166,12 @@ def _skipped(ledger, wf, info):
 
 def _submit_science(client, wf, ledger, infos, master_paths, threads, resources):
     """Submit the frame and group tasks. Returns (futures -> what, skipped
-    summaries)."""
+    frame summaries, skipped groups)."""
     wf_dict = wf.to_dict()
     h_all = config_hash(wf, "cosmics")
     cos = wf.cosmics
     submit = dict(pure=False, retries=2, resources=resources)
-    futures, skipped = {}, []
+    futures, skipped, skipped_groups = {}, [], []
     inputs = {i.path: frame_inputs(ledger, i.path, i.filter, master_paths) for i in infos}
 
     def frame(info, **kw):
@@ -198,6 +198,12 @@ def _submit_science(client, wf, ledger, infos, master_paths, threads, resources)
                     and all(done(m) for m in g.members):
                 skipped.extend({**_skipped(ledger, wf, m), "cosmics_group": g.label}
                                for m in g.members)
+                info = (ledger.get(group_entry(g.label)) or {}).get("info") or {}
+                skipped_groups.append({"label": g.label, "status": "skipped", "error": None,
+                                       "method": cos.method,
+                                       "products": info.get("products", {}),
+                                       "members": [os.path.basename(m.path)
+                                                   for m in g.members]})
                 continue
             cal = [frame(m, stop_after="calibrated") for m in g.members]
             members = [{"path": m.path, "exptime": m.exptime, "filter": m.filter,
@@ -207,14 +213,20 @@ def _submit_science(client, wf, ledger, infos, master_paths, threads, resources)
                                 **submit)
             futures[fut] = ("group", g)
     for info in singles:
+        if cos.enabled and cos.kind == "group" and cos.fallback is None:
+            need = get_method(cos.method).min_members
+            skipped.append(_summary(info, "failed", error=(
+                f"{info.path}: in no exposure group of >= {need} for {cos.method} "
+                "(steps.cosmics.grouping) and no fallback method is set")))
+            continue
         if done(info):
             skipped.append(_skipped(ledger, wf, info))
         else:
             futures[frame(info)] = ("frame", info)
-    return futures, skipped
+    return futures, skipped, skipped_groups
 
 
-def _collect(futures, skipped, progress, log):
+def _collect(futures, skipped, skipped_groups, progress, log):
     """Wait for the tasks; one summary per frame, and one per group."""
     from distributed import as_completed
 
@@ -222,7 +234,7 @@ def _collect(futures, skipped, progress, log):
     for what, thing in futures.values():
         for m in (thing.members if what == "group" else (thing,)):
             infos[os.path.basename(m.path)] = m
-    results, groups = list(skipped), []
+    results, groups = list(skipped), list(skipped_groups)
     total = len(infos) + len(skipped)
     n = len(skipped)
     for fut in as_completed(list(futures)):
@@ -329,9 +341,9 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
             failures.append({"file": os.path.basename(path), "reason": why})
             frames.append({"file": os.path.basename(path), "type": "science", "group": None,
                            "status": "set aside", "error": why})
-        futures, skipped = _submit_science(client, wf, ledger, sci_infos, master_paths,
-                                           threads, resources)
-        results, groups, _ = _collect(futures, skipped, progress, log)
+        futures, skipped, skipped_groups = _submit_science(
+            client, wf, ledger, sci_infos, master_paths, threads, resources)
+        results, groups, _ = _collect(futures, skipped, skipped_groups, progress, log)
         by_name = {os.path.basename(i.path): i for i in sci_infos}
         for s in sorted(results, key=lambda r: r["file"]):
             s["type"] = "science"
