@@ -9,7 +9,7 @@ are written down)::
     wf.output, wf.truth                       # absolute Paths (truth may be None)
     wf.keymap()                               # crdask.io.catalog.KeywordMap
     wf.calib_setup()                          # crdask.pipeline.calibration.CalibSetup
-    wf.cosmics.method                         # 'lacosmic' | 'median'
+    wf.cosmics.method, wf.cosmics.kind        # a registered method, 'frame' | 'group'
     wf.params_for(filter="R", object="M51", exptime=300.0)   # full parameter dict
     wf.execution.workers                      # scheduler settings
     wf.to_dict()                              # normalised, every default filled in
@@ -18,7 +18,7 @@ are written down)::
 Every problem is a :class:`WorkflowError` (a ``ValueError``) whose message is
 one line ``"<file>: <key.path>: <problem>; allowed: <values>"``, e.g.
 ``night.yaml: steps.cosmics.method: 'lacosmicx' is not allowed; allowed:
-lacosmic, median``. Nothing is half-accepted: unknown keys, wrong types and
+cr2images, lacosmic, median, median_minimum``. Nothing is half-accepted: unknown keys, wrong types and
 bad values are all errors, so a typo never silently falls back to a default.
 
 Decisions, written down:
@@ -40,13 +40,14 @@ Decisions, written down:
   PyYAML keeps the last one silently).
 * ``keywords.type_aliases`` are *added* to the default aliases (they win on
   a clash); every other ``keywords`` entry *replaces* the default list.
-* ``steps.cosmics.params`` apply to every science frame; ``groups`` are
-  tried in order and the first whose ``match`` fits (all given keys equal;
-  a key may list alternatives; exposure times compared to 1e-6 relative)
-  adds its ``params`` on top. ``gain``/``readnoise`` are not accepted there:
-  the frames reaching CR detection are in electrons, so the pipeline passes
-  ``gain=1`` and each frame's read noise itself. :meth:`Cosmics.params_for`
-  returns the method's complete parameter set without those two.
+* ``steps.cosmics`` is checked by walking the named method's parameter
+  object (:mod:`crdask.pipeline.cosmics_config`): ``params`` apply to every
+  science frame (or group); ``overrides`` are tried in order and the first
+  whose ``match`` fits (all given keys equal; a key may list alternatives;
+  exposure times compared to 1e-6 relative) adds its ``params`` on top.
+  Parameters the night sets itself (``gain``/``readnoise``: frames are in
+  electrons) are refused there. ``plugins`` name modules that register
+  more methods (imported when the workflow is loaded).
 * Steps: ``calibrate`` without ``masters`` means pre-processing only
   (overscan or bias level, trim, gain to electrons, variance); ``cosmics``
   without ``calibrate`` cleans the input frames as they are (already
@@ -65,32 +66,29 @@ from __future__ import annotations
 import copy
 import glob
 import hashlib
-import inspect
 import json
 import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..calib import combine as _combine_mod
-from ..calib.overscan import FIT_METHODS, STATISTICS
 from ..cosmic.registry import load_plugins
 from ..cosmic.params import ParamError
-from ..io.catalog import FRAME_TYPES, KeywordMap, list_fits_files
-from ..io.sections import SectionError, parse_section
-from .schema import (
-    Checker,
-    WorkflowError,
-    header_keyword,
-    join_path,
-    read_yaml,
-    reject_yaml_list,
-    section_or_keyword,
-    show,
-    type_name,
-    validator_error,
-)
+from ..io.catalog import KeywordMap, list_fits_files
+from .schema import Checker, WorkflowError, join_path, read_yaml, show, type_name
 from .calibration import CalibSetup
+from .calib_config import (
+    COMBINE_DEFAULTS,
+    INPUTS_DEFAULTS,
+    INSTRUMENT_DEFAULTS,
+    KEYWORD_FIELDS,
+    KEYWORDS_DEFAULTS,
+    MASTERS_DEFAULTS,
+    inputs_section,
+    instrument_section,
+    keywords_section,
+    masters_section,
+)
 from .cosmics_config import COSMICS_DEFAULTS, Cosmics, cosmics_section
 
 __all__ = ["WorkflowError", "Workflow", "Inputs", "Cosmics", "Execution", "DEFAULTS",
@@ -103,80 +101,25 @@ __all__ = ["WorkflowError", "Workflow", "Inputs", "Cosmics", "Execution", "DEFAU
 # and dataclasses they configure, so they cannot drift apart).
 # ---------------------------------------------------------------------------
 
-#: ``keywords`` names -> :class:`KeywordMap` fields.
-KEYWORD_FIELDS = {
-    "type": "type_keys",
-    "exptime": "exptime_keys",
-    "filter": "filter_keys",
-    "filter_wheels": "filter_wheel_keys",
-    "clear_filters": "clear_filters",
-    "object": "object_keys",
-    "date": "date_keys",
-    "gain": "gain_keys",
-    "readnoise": "rdnoise_keys",
-    "binning": "binning_keys",
-    "binning_pairs": "binning_pairs",
-}
-
-#: ``steps.masters.combine``: the keyword arguments of
-#: :func:`crdask.calib.combine.combine` a workflow may set, with the
-#: pipeline's defaults (average after one 3-sigma clip, as ccdproc) on top of
-#: the function's own.
-COMBINE_DEFAULTS = {
-    **{name: p.default for name, p in inspect.signature(_combine_mod.combine).parameters.items()
-       if name not in ("frames", "weights", "scale", "mask", "chunks")},
-    **CalibSetup().combine_kw,
-}
-
-_CALIB = CalibSetup()
-_KEYMAP = KeywordMap()
-
-
-def _keyword_default(name):
-    value = getattr(_KEYMAP, KEYWORD_FIELDS[name])
-    if name == "binning_pairs":
-        return [list(pair) for pair in value]
-    return list(value)
-
-
 #: Every key of a workflow and its default (``None`` for ``output`` and the
 #: ``inputs`` choice means "required"). ``keywords.type_aliases`` lists only
 #: additions to :class:`KeywordMap`'s built-in aliases; ``cosmics.params``
-#: is completed with :data:`LACOSMIC_PARAMS` or :data:`MEDIAN_PARAMS`.
+#: is completed with the method's night values (its parameter object).
 DEFAULTS = {
     "version": 1,
     "plugins": [],
-    "inputs": {"directory": None, "files": None, "hdu": None},
+    "inputs": dict(INPUTS_DEFAULTS),
     "output": None,
     "truth": None,
-    "keywords": {"type_aliases": {},
-                 **{name: _keyword_default(name) for name in KEYWORD_FIELDS}},
-    "instrument": {
-        "overscan": _CALIB.overscan,                      # 'BIASSEC'
-        "trim": _CALIB.trim,                              # 'DATASEC'
-        "overscan_statistic": _CALIB.overscan_statistic,  # 'median'
-        "overscan_fit": _CALIB.overscan_fit,              # None
-        "overscan_order": _CALIB.overscan_order,          # 3
-        "bias_level": _CALIB.bias_level,                  # None
-        "gain": _CALIB.gain,                              # None = header
-        "readnoise": _CALIB.readnoise,                    # None = header
-        "saturation": _CALIB.saturation,                  # None = SATURATE or 65535
-    },
+    "keywords": copy.deepcopy(KEYWORDS_DEFAULTS),
+    "instrument": dict(INSTRUMENT_DEFAULTS),
     "steps": {
-        "masters": {
-            "enabled": True,
-            "combine": dict(COMBINE_DEFAULTS),
-            "flat_norm": _CALIB.flat_norm,                # 'median'
-            "flat_region": _CALIB.flat_region,            # None = central half
-            "hot_sigma": _CALIB.hot_sigma,                # 8.0
-            "hot_floor": _CALIB.hot_floor,                # 0.5 e-/s
-            "low_flat": _CALIB.low_flat,                  # 0.5
-        },
+        "masters": copy.deepcopy(MASTERS_DEFAULTS),
         "calibrate": {"enabled": True},
         "cosmics": copy.deepcopy(COSMICS_DEFAULTS),
     },
     "execution": {
-        "chunk_rows": _CALIB.chunk_rows,                  # 512
+        "chunk_rows": CalibSetup().chunk_rows,            # 512
         "intermediates": True,
         "scheduler": None,
         "scheduler_file": None,
@@ -186,8 +129,6 @@ DEFAULTS = {
     },
 }
 
-FLAT_NORMS = ("median", "mode")
-
 #: ``config_hash`` sections: which parts of the workflow each output depends on.
 HASH_SECTIONS = {
     "masters": ("masters",),
@@ -195,168 +136,6 @@ HASH_SECTIONS = {
     "cosmics": ("masters", "calibrate", "cosmics"),
 }
 _HASH_ALIASES = {"calibrated": "calibrate", "final": "cosmics"}
-
-
-def _inputs(ctx, raw):
-    path = "inputs"
-    if raw is None:
-        raise ctx.error(path, "missing", "a mapping with directory or files (and hdu)")
-    raw = ctx.mapping(raw, path, list(DEFAULTS["inputs"]), none_ok=False)
-    directory, files = raw.get("directory"), raw.get("files")
-    if directory is not None and files is not None:
-        raise ctx.error(path, "both directory and files are given",
-                        "exactly one of directory, files")
-    if directory is None and files is None:
-        raise ctx.error(path, "neither directory nor files is given",
-                        "exactly one of directory, files")
-    out = {"directory": None, "files": None}
-    if directory is not None:
-        out["directory"] = ctx.path(directory, join_path(path, "directory"))
-    else:
-        if isinstance(files, str):
-            files = [files]
-        if not isinstance(files, list) or not files:
-            raise ctx.error(join_path(path, "files"),
-                            f"expected a non-empty list, got {type_name(files)} "
-                            f"{show(files)}", "a list of file names or globs")
-        out["files"] = [ctx.path(f, join_path(join_path(path, "files"), i))
-                        for i, f in enumerate(files)]
-    hdu = raw.get("hdu")
-    allowed = "null (first HDU with 2-D data), an HDU index >= 0 or an EXTNAME"
-    if hdu is not None:
-        if isinstance(hdu, str):
-            hdu = ctx.text(hdu, join_path(path, "hdu"), allowed=allowed)
-        elif isinstance(hdu, bool) or not isinstance(hdu, numbers.Integral) or hdu < 0:
-            raise ctx.error(join_path(path, "hdu"), f"{show(hdu)} is not allowed", allowed)
-        else:
-            hdu = int(hdu)
-    out["hdu"] = hdu
-    return out
-
-
-def _keywords(ctx, raw):
-    path = "keywords"
-    raw = ctx.mapping(raw, path, list(DEFAULTS["keywords"]))
-    out = copy.deepcopy(DEFAULTS["keywords"])
-    for name, value in raw.items():
-        p = join_path(path, name)
-        if name == "type_aliases":
-            if value is None:
-                value = {}
-            if not isinstance(value, dict):
-                raise ctx.error(p, f"expected a mapping, got {type_name(value)} "
-                                   f"{show(value)}", "a mapping header value -> frame type")
-            aliases = {}
-            for k, v in value.items():
-                kp = join_path(p, str(k))
-                if isinstance(k, bool) or not isinstance(k, (str, numbers.Real)):
-                    raise ctx.error(kp, f"header value {show(k)} must be text "
-                                        "(quote it in YAML)", "text")
-                if not isinstance(v, str) or v not in FRAME_TYPES:
-                    raise ctx.error(kp, f"{show(v)} is not a frame type",
-                                    ", ".join(FRAME_TYPES))
-                aliases[str(k)] = v
-            out[name] = aliases
-        elif name == "binning_pairs":
-            allowed = "a list of [X, Y] keyword pairs, e.g. [[CCDXBIN, CCDYBIN]]"
-            if not isinstance(value, list):
-                raise ctx.error(p, f"expected a list, got {type_name(value)} "
-                                   f"{show(value)}", allowed)
-            pairs = []
-            for i, pair in enumerate(value):
-                if not isinstance(pair, list) or len(pair) != 2:
-                    raise ctx.error(join_path(p, i), f"{show(pair)} is not a pair", allowed)
-                pairs.append([header_keyword(ctx, k, join_path(join_path(p, i), j))
-                              for j, k in enumerate(pair)])
-            out[name] = pairs
-        else:
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list):
-                raise ctx.error(p, f"expected a list, got {type_name(value)} "
-                                   f"{show(value)}",
-                                "a list of header keywords, tried in order")
-            if name == "clear_filters":
-                for i, v in enumerate(value):
-                    if not isinstance(v, str):
-                        raise ctx.error(join_path(p, i), f"expected text, got {type_name(v)} "
-                                                     f"{show(v)}", "filter names")
-                out[name] = [v.strip() for v in value]
-            else:
-                out[name] = [header_keyword(ctx, v, join_path(p, i)) for i, v in enumerate(value)]
-    return out
-
-
-def _instrument(ctx, raw):
-    path = "instrument"
-    raw = ctx.mapping(raw, path, list(DEFAULTS["instrument"]))
-    v = {**DEFAULTS["instrument"], **raw}
-    j = lambda k: join_path(path, k)  # noqa: E731
-    out = {
-        "overscan": section_or_keyword(ctx, v["overscan"], j("overscan")),
-        "trim": section_or_keyword(ctx, v["trim"], j("trim")),
-        "overscan_statistic": ctx.choice(v["overscan_statistic"], j("overscan_statistic"),
-                                         STATISTICS),
-        "overscan_fit": ctx.choice(v["overscan_fit"], j("overscan_fit"), FIT_METHODS,
-                                   none_ok=True),
-    }
-    out["overscan_order"] = ctx.number(
-        v["overscan_order"], j("overscan_order"), integer=True,
-        minimum=1 if out["overscan_fit"] == "spline" else 0)
-    level = v["bias_level"]
-    if isinstance(level, str):
-        level = header_keyword(ctx, level, j("bias_level"),
-                         "null, a number (ADU) or a header keyword holding it")
-    else:
-        try:
-            level = ctx.number(level, j("bias_level"), none_ok=True)
-        except WorkflowError:
-            raise ctx.error(j("bias_level"), f"{show(level)} is not allowed",
-                            "null, a number (ADU) or a header keyword holding it") from None
-    out["bias_level"] = level
-    out["gain"] = ctx.number(v["gain"], j("gain"), minimum=0, strict=True, none_ok=True)
-    out["readnoise"] = ctx.number(v["readnoise"], j("readnoise"), minimum=0, none_ok=True)
-    out["saturation"] = ctx.number(v["saturation"], j("saturation"), minimum=0, strict=True,
-                                   none_ok=True)
-    return out
-
-
-def _combine(ctx, raw, path):
-    raw = ctx.mapping(raw, path, list(COMBINE_DEFAULTS))
-    full = {**COMBINE_DEFAULTS, **raw}
-    check = _combine_mod._check_params
-    try:
-        check(**full)
-        # Settings of switched-off rejections must still be valid values.
-        check(**{**full, "minmax_clip": True, "clip_extrema": True, "sigma_clip": True})
-    except (TypeError, ValueError) as e:
-        raise validator_error(ctx, e, lambda n: join_path(path, n) if n else path,
-                               COMBINE_DEFAULTS) from None
-    return full
-
-
-def _masters(ctx, raw, path):
-    raw = ctx.mapping(raw, path, list(DEFAULTS["steps"]["masters"]))
-    v = {**DEFAULTS["steps"]["masters"], **raw}
-    j = lambda k: join_path(path, k)  # noqa: E731
-    region = v["flat_region"]
-    if region is not None:
-        allowed = "null (the central half) or a FITS section '[x1:x2,y1:y2]'"
-        reject_yaml_list(ctx, region, j("flat_region"), allowed)
-        region = ctx.text(region, j("flat_region"), allowed=allowed)
-        try:
-            parse_section(region)
-        except SectionError as e:
-            raise ctx.error(j("flat_region"), e.problem, allowed) from None
-    return {
-        "enabled": ctx.flag(v["enabled"], j("enabled")),
-        "combine": _combine(ctx, v["combine"], j("combine")),
-        "flat_norm": ctx.choice(v["flat_norm"], j("flat_norm"), FLAT_NORMS),
-        "flat_region": region,
-        "hot_sigma": ctx.number(v["hot_sigma"], j("hot_sigma"), minimum=0, strict=True),
-        "hot_floor": ctx.number(v["hot_floor"], j("hot_floor"), minimum=0),
-        "low_flat": ctx.number(v["low_flat"], j("low_flat"), minimum=0),
-    }
 
 
 def _plugins(ctx, raw):
@@ -593,16 +372,16 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
     if isinstance(version, bool) or version != 1:
         raise ctx.error("version", f"{show(version)} is not supported", "1")
     plugins = _plugins(ctx, raw.get("plugins"))
-    inputs = _inputs(ctx, raw.get("inputs"))
+    inputs = inputs_section(ctx, raw.get("inputs"))
     if raw.get("output") is None:
         raise ctx.error("output", "missing",
                         "a folder path (relative to the workflow file's folder)")
     output = ctx.path(raw["output"], "output")
     truth = ctx.path(raw.get("truth"), "truth", none_ok=True)
-    keywords = _keywords(ctx, raw.get("keywords"))
-    instrument = _instrument(ctx, raw.get("instrument"))
+    keywords = keywords_section(ctx, raw.get("keywords"))
+    instrument = instrument_section(ctx, raw.get("instrument"))
     steps = ctx.mapping(raw.get("steps"), "steps", list(DEFAULTS["steps"]))
-    masters = _masters(ctx, steps.get("masters"), "steps.masters")
+    masters = masters_section(ctx, steps.get("masters"), "steps.masters")
     cal = ctx.mapping(steps.get("calibrate"), "steps.calibrate", ["enabled"])
     calibrate = {"enabled": ctx.flag(cal.get("enabled", DEFAULTS["steps"]["calibrate"]["enabled"]),
                                      "steps.calibrate.enabled")}
