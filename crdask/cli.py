@@ -334,14 +334,15 @@ def calibrate_cmd(ctx, directory, out_dir, hdu, overscan, trim, gain, readnoise,
     ctx.exit(result.exit_code)
 
 
-def _run(ctx, wf, *, restart=False, progress=None):
+def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
     """run_night with the CLI's error handling: one line and exit 1 for a
     cluster, disk or workflow problem."""
     from .pipeline.config import WorkflowError
     from .pipeline.night import run_night
 
     try:
-        result = run_night(wf, restart=restart, log=click.echo, progress=progress)
+        result = run_night(wf, restart=restart, log=click.echo, progress=progress,
+                           performance_report=performance_report)
     except (ClusterError, WorkflowError) as e:
         click.echo(f"crdask: error: {e}", err=True)
         ctx.exit(EXIT_USAGE)
@@ -380,9 +381,12 @@ def _run(ctx, wf, *, restart=False, progress=None):
               help="Forget the ledger and intermediates and start clean.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and what is already done; "
                                                 "compute nothing.")
+@click.option("--performance-report", default=None, type=click.Path(dir_okay=False),
+              metavar="FILE.html",
+              help="Write Dask's performance report of the run (where the time goes).")
 @click.pass_context
 def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worker,
-            memory_limit, restart, dry_run):
+            memory_limit, restart, dry_run, performance_report):
     """Reduce a night as WORKFLOW (YAML) says: masters, calibrated science
     frames, cosmic rays, report. Reruns finish only what is missing."""
     from .pipeline.config import WorkflowError, load_workflow
@@ -424,7 +428,8 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
         if s["status"] == "failed":
             click.echo(f"\ncrdask: error: {s['error']}", err=True)
 
-    result = _run(ctx, wf, restart=restart, progress=bar if sys.stdout.isatty() else None)
+    result = _run(ctx, wf, restart=restart, progress=bar if sys.stdout.isatty() else None,
+                  performance_report=performance_report)
     ctx.exit(result.exit_code)
 
 

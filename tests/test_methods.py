@@ -303,3 +303,13 @@ def test_calibrate_equals_run_without_cosmics(night, tmp_path):
     r = crdask_cli("run", wf, cwd=tmp_path)
     assert r.returncode == 0, show(r)
     assert_same(cal_products(tmp_path / "cal"), cal_products(tmp_path / "run"))
+
+
+def test_performance_report(night, tmp_path):
+    wf = write_workflow(tmp_path / "n.yaml", night, tmp_path / "out",
+                        {"method": "toy_threshold"})
+    html = tmp_path / "perf.html"
+    r = crdask_cli("run", wf, "--performance-report", html, cwd=tmp_path)
+    assert r.returncode == 0, show(r)
+    text = html.read_text()
+    assert "Dask Performance Report" in text and "process_science_frame" in text

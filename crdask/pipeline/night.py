@@ -42,7 +42,7 @@ from ..cosmic.registry import get_method
 from ..io.catalog import build_catalog
 from ..io.intermediates import IntermediateStore
 from .calibration import check_frames
-from .cluster import connect
+from .cluster import ClusterError, connect
 from .config import Workflow, config_hash, load_workflow
 from .frame_task import calibrated_output, frame_stem, process_science_frame
 from .group_task import group_entry, process_group
@@ -265,7 +265,8 @@ def _collect(futures, skipped, skipped_groups, progress, log):
     return results, groups, infos
 
 
-def run_night(config, client=None, *, restart=False, log=print, progress=None):
+def run_night(config, client=None, *, restart=False, log=print, progress=None,
+              performance_report=None):
     """Reduce a night as the workflow ``config`` says.
 
     Parameters
@@ -277,6 +278,9 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
     restart : bool
         Forget the ledger and intermediates first.
     log, progress : callables for messages and per-frame progress.
+    performance_report : path, optional
+        Write distributed's performance report (task stream, profiles,
+        bandwidth) of the run to this HTML file.
 
     Returns
     -------
@@ -286,6 +290,7 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
 
     wf = config if isinstance(config, Workflow) else load_workflow(config)
     t0, started = time.perf_counter(), _now()
+    wf.input_files()   # a missing folder or an empty glob: one line, nothing created
     out = Path(wf.output)
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out)
@@ -318,7 +323,15 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
                  "threads_per_worker": threads, "dashboard": client.dashboard_link}
     log(f"crdask: dashboard {client.dashboard_link}")
     groups = []
+    stack = contextlib.ExitStack()
     try:
+        if performance_report is not None:
+            import importlib.util
+            if importlib.util.find_spec("bokeh") is None:   # distributed draws with it
+                raise ClusterError("--performance-report needs bokeh: pip install "
+                                   "'crdask[diagnostics]'")
+            from distributed import performance_report as perf_report
+            stack.enter_context(perf_report(filename=os.fspath(performance_report)))
         # Masters are one Dask graph over a few dozen frames: on a cluster of
         # our own, the threaded scheduler in this process avoids shipping
         # strips between worker processes (0.4 s instead of 3-8 s measured on
@@ -352,6 +365,7 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
                 failures.append({"file": s["file"], "reason": s["error"]})
             frames.append(s)
         _remove_leftovers(out)  # e.g. of a worker killed mid-write during this run
+        stack.close()         # the performance report is written here
     finally:
         if handle is not None:
             handle.close()
