@@ -37,7 +37,6 @@ import dask
 import numpy as np
 
 from .._version import __version__
-from ..calib import bits
 from ..cosmic.registry import get_method
 from ..io.catalog import build_catalog
 from ..io.intermediates import IntermediateStore
@@ -50,6 +49,7 @@ from .groups import group_checksum, group_exposures
 from .ledger import Ledger
 from .masters_step import calibration_frames, masters_current, masters_step
 from .quality import QUALITY_KEYS, cr_summary
+from .report_previews import LivePreviews
 
 __all__ = ["run_night", "plan_night", "NightRun"]
 
@@ -226,7 +226,7 @@ def _submit_science(client, wf, ledger, infos, master_paths, threads, resources)
     return futures, skipped, skipped_groups
 
 
-def _collect(futures, skipped, skipped_groups, progress, log):
+def _collect(futures, skipped, skipped_groups, progress, log, live):
     """Wait for the tasks; one summary per frame, and one per group."""
     from distributed import as_completed
 
@@ -260,6 +260,7 @@ def _collect(futures, skipped, skipped_groups, progress, log):
             summaries = [res]
         for s in summaries:
             results.append(s)
+            live.frame(s)
             n += 1
             _report_progress(progress, log, n, total, s)
     return results, groups, infos
@@ -323,6 +324,9 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None,
                  "threads_per_worker": threads, "dashboard": client.dashboard_link}
     log(f"crdask: dashboard {client.dashboard_link}")
     groups = []
+    master_info = {}
+    live = LivePreviews(out, IntermediateStore(out / "intermediate.zarr")
+                        if wf.execution.intermediates else None)
     stack = contextlib.ExitStack()
     try:
         if performance_report is not None:
@@ -338,6 +342,7 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None,
         # a small night); on an external cluster the graph runs there.
         with dask.config.set(scheduler="threads") if local else contextlib.nullcontext():
             master_info, master_paths, rejected = masters_step(wf, ledger, catalog, log)
+        live.masters(master_paths)
         failures += [{"file": os.path.basename(p), "reason": why} for p, why in rejected]
         why_rejected = dict(rejected)
         for info in catalog.frames:
@@ -356,7 +361,7 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None,
                            "status": "set aside", "error": why})
         futures, skipped, skipped_groups = _submit_science(
             client, wf, ledger, sci_infos, master_paths, threads, resources)
-        results, groups, _ = _collect(futures, skipped, skipped_groups, progress, log)
+        results, groups, _ = _collect(futures, skipped, skipped_groups, progress, log, live)
         by_name = {os.path.basename(i.path): i for i in sci_infos}
         for s in sorted(results, key=lambda r: r["file"]):
             s["type"] = "science"
@@ -383,7 +388,7 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None,
         "failures": failures,
         "cr_summary": cr_summary(frames),
     }
-    paths = write_report(out, record, previews=_previews(wf, frames, master_paths))
+    paths = write_report(out, record, preview_items=live.finish(frames), live=True)
     return NightRun(record, paths)
 
 
@@ -428,29 +433,6 @@ def _versions():
     return {"python": platform.python_version(), "numpy": np.__version__,
             "dask": _dask.__version__, "numba": numba.__version__,
             "astropy": astropy.__version__}
-
-
-def _previews(wf, frames, master_paths, n_science=3):
-    from astropy.io import fits
-    previews = {"masters": {}, "science": [], "cr_counts": []}
-    for key, p in sorted(master_paths.items()):
-        previews["masters"][key] = fits.getdata(p)
-    store = IntermediateStore(wf.output / "intermediate.zarr") \
-        if wf.execution.intermediates else None
-    for f in frames:
-        if f.get("type") != "science" or f["status"] not in ("done", "skipped"):
-            continue
-        previews["cr_counts"].append((f["file"], f.get("cr_pixels") or 0))
-        if len(previews["science"]) < n_science and store is not None:
-            stem = frame_stem(f["file"])
-            if store.has_frame(stem):
-                with fits.open(f["output"]) as hdul:
-                    after = hdul[0].data.astype(np.float32)
-                    mask = hdul["MASK"].data
-                previews["science"].append({"name": stem, "before": store.read_frame(stem)["sci"],
-                                            "after": after,
-                                            "crmask": (mask & bits.COSMIC_RAY) != 0})
-    return previews
 
 
 if __name__ == "__main__":  # pragma: no cover

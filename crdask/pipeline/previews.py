@@ -48,7 +48,8 @@ import numpy as np
 
 from ..io.atomic import atomic_open
 
-__all__ = ["MAX_PIX", "PLOT_EXTRA_HINT", "PREVIEW_DIR", "plot_available", "make_previews"]
+__all__ = ["MAX_PIX", "PLOT_EXTRA_HINT", "PREVIEW_DIR", "plot_available", "make_previews",
+           "render"]
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ def _counts_png(mpl, path, counts):
 
 # --------------------------------------------------------------------------- driver
 
-def _make(out_dir, previews):
+def render(out_dir, previews):
     """Make the previews; a list of ``{"kind", "name", "path", "error"}`` items.
 
     ``path`` is the PNG written (``None`` on error); ``error`` is a one-line
@@ -401,5 +402,5 @@ def make_previews(out_dir, previews):
     [(file, cr_pixels), ...]}`` (every key optional; arrays may be numpy or
     anything ``np.asarray`` accepts). Returns ``[]`` without matplotlib.
     """
-    items = _make(out_dir, previews)
+    items = render(out_dir, previews)
     return [it["path"] for it in items or [] if it["path"]]

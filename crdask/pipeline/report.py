@@ -37,7 +37,8 @@ from pathlib import PurePath
 import numpy as np
 
 from ..io.atomic import atomic_open
-from . import previews as _previews
+from .previews import PLOT_EXTRA_HINT
+from .previews import render as render_previews
 
 __all__ = ["write_report", "render_markdown", "record_to_json"]
 
@@ -303,7 +304,7 @@ def _quality(record):
 
 def _preview_lines(items, requested, out_dir):
     if items is None:   # no matplotlib
-        return ["## Previews", "", _previews.PLOT_EXTRA_HINT + ".", ""]
+        return ["## Previews", "", PLOT_EXTRA_HINT + ".", ""]
     if not requested:
         return []
     lines = ["## Previews", ""]
@@ -356,13 +357,17 @@ def _write_text(path, text):
         f.write(text.encode("utf-8"))
 
 
-def write_report(out_dir, record, *, previews=None):
+def write_report(out_dir, record, *, previews=None, preview_items=None, live=False):
     """Write the run report into ``out_dir``; return the paths written.
 
     Writes ``report.json`` (the record), the preview PNGs in
     ``out_dir/previews/`` (when ``previews`` is given and matplotlib is
     installed; see :func:`crdask.pipeline.previews.make_previews` for its
     layout) and ``report.md``, each atomically, replacing an earlier report.
+
+    ``live=True``: the previews were drawn while the night ran and
+    ``preview_items`` are their ``render`` items (:mod:`crdask.pipeline.previews`;
+    None without matplotlib); ``previews`` is then not drawn again.
 
     Returns ``{"json": path, "md": path, "previews": [png paths]}``.
     """
@@ -371,8 +376,9 @@ def write_report(out_dir, record, *, previews=None):
     json_path = os.path.join(out_dir, "report.json")
     md_path = os.path.join(out_dir, "report.md")
     _write_text(json_path, record_to_json(record))   # first: the record is never lost
-    items = _previews._make(out_dir, previews or {})   # None: no matplotlib
+    items = preview_items if live \
+        else render_previews(out_dir, previews or {})   # None: no matplotlib
     _write_text(md_path, render_markdown(record, preview_items=items, out_dir=out_dir,
-                                         previews_requested=bool(previews)))
+                                         previews_requested=bool(previews) or live))
     return {"json": json_path, "md": md_path,
             "previews": [it["path"] for it in items or [] if it["path"]]}
