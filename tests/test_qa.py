@@ -87,6 +87,10 @@ def test_cli_qa(tmp_path):
     assert len(data) == 1 and data[0]["seed"] == 3 and data[0]["n_injected"] == 60
     png = out / "completeness.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    m51 = str(SHARED / REAL_FRAMES["m51"])
+    res = CliRunner().invoke(qa_cmd, [m51, "--out-dir", str(tmp_path / "qa2")])
+    assert res.exit_code == 2
+    assert f"crdask: error: {m51}[0]: keyword GAIN not found" in res.output
     res = CliRunner().invoke(qa_cmd, [sprat, "--snr-min", "50", "--snr-max", "5"])
     assert res.exit_code != 0 and "--snr-min" in res.output
     res = CliRunner().invoke(qa_cmd, [sprat, "--param", "sigclip", "--out-dir", str(out)])
