@@ -339,6 +339,12 @@ def plot_completeness(reports, path, *, overwrite=True):
         centres = np.sqrt(e[:-1] * e[1:])
         ax.plot(centres, np.asarray(r.recall, dtype=float), "o-", label=r.name)
     ax.set_xscale("log")
+    # ticks at the bin edges, written as plain numbers
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+    edges = sorted({e for r in reports for e in r.bins})
+    ax.xaxis.set_major_locator(FixedLocator(edges))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_ylim(-0.02, 1.02)
     ax.axhline(0.9, color="0.7", lw=0.8, ls="--")
     ax.set_xlabel("injected peak S/N (sigma)")
