@@ -88,3 +88,22 @@ def test_uses_the_simulator_shapes():
     assert fp.size >= 3 and img.ravel()[fp].max() > 0
     with pytest.raises(ValueError, match="kind must be one of"):
         deposit_cosmic(img, rng, "worm", 1.0)
+
+
+def test_layers_calib_and_inject_import_no_io():
+    """Layer 2 modules (and the injection) import nothing from io or pipeline."""
+    import subprocess
+    import sys
+    code = ("import sys, crdask.calib.amplifiers, crdask.calib.response, "
+            "crdask.calib.fitting, crdask.cosmic.inject; "
+            "bad = [m for m in sys.modules if m.startswith(('crdask.io', 'crdask.pipeline', "
+            "'crdask.simulate', 'astropy'))]; print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_kind_names_agree_with_the_simulator():
+    from crdask.cosmic.inject import CR_KINDS
+    from crdask.simulate.frame import CR_KINDS as SIM_KINDS
+    assert CR_KINDS == SIM_KINDS

@@ -9,10 +9,11 @@ Shapes are the simulator's (:func:`crdask.simulate.frame.deposit_cosmic`:
 single-pixel hits, 2-6 pixel blobs, 3-30 px straight tracks with a Gaussian
 cross-section), so injection and simulation share one definition of what a
 CR looks like. (``crdask.simulate.frame`` is pure numpy helper code outside
-the layer stack.) Each event's amplitude is set by its *peak signal-to-noise*:
-the charge in its brightest pixel divided by the frame's noise there,
-``sqrt(var)``, drawn log-uniformly in ``snr_range``; pixels of an event that
-would receive less than 1% of their local sigma are not touched. So a faint 4-sigma hit
+the layer stack; it is imported when injecting, not with this module.) Each
+event's amplitude is set by its *peak signal-to-noise*: the charge in its
+brightest pixel divided by the frame's noise there, ``sqrt(var)``, drawn
+log-uniformly in ``snr_range``; pixels of an event that would receive less
+than 1% of their local sigma are not touched. So a faint 4-sigma hit
 on a bright galaxy and on dark sky are equally hard in noise units, which is
 what a completeness curve in S/N should measure.
 
@@ -36,9 +37,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..simulate.frame import CR_KINDS, deposit_cosmic
+__all__ = ["CR_KINDS", "InjectionTruth", "inject_cosmics", "DEFAULT_DENSITY"]
 
-__all__ = ["InjectionTruth", "inject_cosmics", "DEFAULT_DENSITY"]
+#: The simulator's CR shapes (``crdask.simulate.frame.CR_KINDS``; a test checks
+#: they agree). Named here so importing this module does not import the
+#: simulator package, whose ``__init__`` pulls in FITS writing (layer 3).
+CR_KINDS = ("single", "blob", "track")
 
 #: Default number of injected events per 512 x 512 pixels: sparse enough that
 #: events rarely touch (so each is scored on its own), dense enough for a
@@ -188,6 +192,9 @@ def inject_cosmics(image, var, seed=0, *, n=None, kinds=CR_KINDS, snr_range=(3.0
     if n is None:
         n = int(round(DEFAULT_DENSITY * ny * nx / 512.0 ** 2))
     kinds, lo, hi = _check(n, kinds, snr_range, threshold, max_tries)
+    # the simulator's shapes, imported on use (see CR_KINDS above)
+    from ..simulate.frame import deposit_cosmic
+
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     # the variance is needed at the touched pixels only; a Dask var is
     # computed once (one frame) so every draw sees the same numbers
