@@ -468,6 +468,12 @@ def simulate_night_cmd(directory, size, n_bias, n_dark, dark_times, filters, n_f
                f"({m.elapsed_s:.1f} s)")
 
 
+# Commands defined in their own modules (each imports only layers below).
+from .cli_qa import qa_cmd  # noqa: E402
+
+cli.add_command(qa_cmd)
+
+
 def main(argv=None):
     """Console-script entry point (``crdask``, ``python -m crdask``)."""
     return cli.main(args=argv, prog_name="crdask")

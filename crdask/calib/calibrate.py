@@ -47,7 +47,8 @@ def calibrate_frame(data_e, *, readnoise, exptime=None, bias=None, bias_var=None
     Parameters
     ----------
     data_e : (ny, nx) float32, e-: overscan-subtracted, trimmed, gain-corrected.
-    readnoise : e- (>= 0).
+    readnoise : e- (>= 0): a number, or a (ny, nx) map (e.g. the per-amplifier
+        read noise from :func:`crdask.calib.amplifiers.assemble_amplifiers`).
     exptime : s; required with ``dark``.
     bias, bias_var : master bias (e-) and its variance (e-^2), or None.
     dark, dark_var : master dark current (e-/s) and its variance ((e-/s)^2).
@@ -61,8 +62,16 @@ def calibrate_frame(data_e, *, readnoise, exptime=None, bias=None, bias_var=None
     (their value stays flat-uncorrected) and carry ``FLAT_INVALID``; pixels
     that end up non-finite carry ``NONFINITE``.
     """
-    if readnoise is None or not readnoise >= 0:
-        raise ValueError(f"readnoise must be >= 0 e-, got {readnoise!r}")
+    if np.ndim(readnoise) == 0:
+        if readnoise is None or not readnoise >= 0:
+            raise ValueError(f"readnoise must be >= 0 e-, got {readnoise!r}")
+        rn2 = np.float32(readnoise) ** 2
+    else:
+        if tuple(readnoise.shape) != tuple(data_e.shape):
+            raise ValueError(f"readnoise map has shape {tuple(readnoise.shape)}, the "
+                             f"frame {tuple(data_e.shape)}")
+        rn = readnoise.astype(np.float32)
+        rn2 = rn * rn
     sci = data_e.astype(np.float32)
     var_extra = np.float32(0.0)
     if bias is not None:
@@ -76,7 +85,7 @@ def calibrate_frame(data_e, *, readnoise, exptime=None, bias=None, bias_var=None
         sci = sci - dark * t
         if dark_var is not None:
             var_extra = var_extra + dark_var * (t * t)
-    var = np.float32(readnoise) ** 2 + np.maximum(sci, 0) + var_extra
+    var = rn2 + np.maximum(sci, 0) + var_extra
     mask = np.zeros(sci.shape, np.uint8)
     if flat is not None:
         usable = np.isfinite(flat) & (flat > 0)

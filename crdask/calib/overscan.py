@@ -53,6 +53,8 @@ import warnings
 
 import numpy as np
 
+from .fitting import robust_fit
+
 __all__ = [
     "STATISTICS",
     "FIT_METHODS",
@@ -172,36 +174,6 @@ def _strip_statistic(block, axis, statistic, clip_sigma, clip_iters):
 # fit along the readout direction (numpy, used by both paths)
 # --------------------------------------------------------------------------
 
-def _spline_basis(u, pieces):
-    """Cubic B-spline design matrix, ``pieces`` uniform pieces on u in [0, 1].
-
-    Uniform cubic B-splines with knots extended beyond the ends span exactly
-    the C2 cubic splines with ``pieces`` equal pieces on [0, 1]; outside
-    [0, 1] the end pieces are continued (cubic extrapolation).
-    """
-    s = u * pieces
-    k = np.clip(np.floor(s), 0, pieces - 1).astype(np.intp)
-    t = s - k
-    w = np.stack([(1 - t) ** 3,
-                  3 * t ** 3 - 6 * t ** 2 + 4,
-                  -3 * t ** 3 + 3 * t ** 2 + 3 * t + 1,
-                  t ** 3], axis=1) / 6.0
-    basis = np.zeros((u.size, pieces + 3))
-    rows = np.arange(u.size)
-    for j in range(4):
-        basis[rows, k + j] = w[:, j]
-    return basis
-
-
-def _fit_design(x, fit, order):
-    """Design matrix of the fit at normalised coordinates x (region -> [-1, 1])."""
-    if fit == "polynomial":
-        return np.polynomial.polynomial.polyvander(x, order)
-    if fit == "chebyshev":
-        return np.polynomial.chebyshev.chebvander(x, order)
-    return _spline_basis((x + 1.0) / 2.0, order)
-
-
 def _fit_model(stat, *, offset, n_full, fit, order, fit_sigma, fit_iters):
     """Fit ``stat`` (one value per row ``offset..offset+len-1``) and evaluate
     it at rows ``0..n_full-1``, rejecting outlying rows iteratively."""
@@ -212,26 +184,10 @@ def _fit_model(stat, *, offset, n_full, fit, order, fit_sigma, fit_iters):
     half = max((n - 1) / 2.0, 0.5)
     centre = offset + (n - 1) / 2.0
     x = (rows - centre) / half
-    design = _fit_design(x, fit, order)
-    npar = design.shape[1]
-    good = np.isfinite(stat)
-    if good.sum() < npar:
-        raise ValueError(f"overscan fit {fit!r} of order {order} needs at least "
-                         f"{npar} rows with a finite statistic, got {int(good.sum())}")
-    coef = np.linalg.lstsq(design[good], stat[good], rcond=None)[0]
-    finite = np.isfinite(stat)
-    for _ in range(int(fit_iters)):
-        resid = stat - design @ coef
-        sigma = np.std(resid[good])
-        if not sigma > 0:
-            break
-        new = finite & (np.abs(resid) <= fit_sigma * sigma)
-        if np.array_equal(new, good) or new.sum() < npar:
-            break
-        good = new
-        coef = np.linalg.lstsq(design[good], stat[good], rcond=None)[0]
     x_full = (np.arange(n_full, dtype=np.float64) - centre) / half
-    return _fit_design(x_full, fit, order) @ coef
+    model, _ = robust_fit(stat, x, x_full, fit=fit, order=order, sigma_lower=fit_sigma,
+                          sigma_upper=fit_sigma, iters=fit_iters, what="overscan fit")
+    return model
 
 
 # --------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["SimulatedFrame", "simulate_frame", "score", "label_components"]
+__all__ = ["SimulatedFrame", "simulate_frame", "score", "label_components",
+           "CR_KINDS", "deposit_cosmic"]
 
 #: Default densities, per 512 x 512 pixels.
 STARS_PER_512SQ = 200
@@ -357,6 +358,29 @@ def _deposit_track(img, rng, q):
     img[y0:y1, x0:x1] += stamp
     iy, ix = np.nonzero(stamp)
     return (iy + y0) * nx + (ix + x0)
+
+
+#: Names of the CR shapes, in the order of ``CR_KIND_FRACTIONS``.
+CR_KINDS = ("single", "blob", "track")
+
+
+def deposit_cosmic(img, rng, kind, q):
+    """Add one CR event of shape ``kind`` with peak charge ``q`` to ``img``.
+
+    The public face of the shapes :func:`simulate_frame` draws (for
+    injection-recovery tests, ``crdask.cosmic.inject``): ``'single'`` one
+    pixel, ``'blob'`` 2-6 touching pixels, ``'track'`` a straight track of
+    3-30 px. The position, size and angle are drawn from ``rng``
+    (``numpy.random.Generator``); ``img`` (float64, ``(ny, nx)``, e-) is
+    modified in place. Returns the flat indices of the touched pixels.
+    """
+    if kind == "single":
+        return _deposit_single(img, rng, q)
+    if kind == "blob":
+        return _deposit_blob(img, rng, q)
+    if kind == "track":
+        return _deposit_track(img, rng, q)
+    raise ValueError(f"kind must be one of {', '.join(CR_KINDS)}; got {kind!r}")
 
 
 # ---------------------------------------------------------------------------
