@@ -449,6 +449,10 @@ def simulate_night_cmd(directory, size, n_bias, n_dark, dark_times, filters, n_f
                f"({m.elapsed_s:.1f} s)")
 
 
+from .cli_cr2images import cr2images_cmd  # noqa: E402  (lead: register on the main group)
+cli.add_command(cr2images_cmd)
+
+
 def main(argv=None):
     """Console-script entry point (``crdask``, ``python -m crdask``)."""
     return cli.main(args=argv, prog_name="crdask")

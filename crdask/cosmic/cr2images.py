@@ -81,7 +81,8 @@ from .registry import CRResult, Method, register
 from .regions import check_median_size, check_region, check_regions, region_slices
 from .validation import as_image
 
-__all__ = ["cr2images", "PARAMS", "validate", "useful_mask", "detect_group"]
+__all__ = ["cr2images", "PARAMS", "validate", "cr2images_arrays", "useful_mask",
+           "detect_group"]
 
 #: Every parameter of :func:`cr2images`, written once (teareduce's names,
 #: defaults and meanings). ``return_masks`` only shapes the return value.
@@ -158,9 +159,9 @@ def cr2images(data1, data2=None, single_mode=False, ioffx=0, ioffy=0, tsigma_pea
     from astropy.nddata import CCDData
     if isinstance(data1, CCDData) or isinstance(data2, CCDData):
         from .cr2images_ccd import cr2images_ccddata
-        out = cr2images_ccddata(data1, data2, p, _pair)
+        out = cr2images_ccddata(data1, data2, p, cr2images_arrays)
     else:
-        out = _pair(data1, data2, p)
+        out = cr2images_arrays(data1, data2, p)
     return out if return_masks else out[:2]
 
 
@@ -210,8 +211,9 @@ def _check_pair(data1, data2, p):
     return data1, data2
 
 
-def _pair(data1, data2, p):
-    """``(data1c, data2c, mask1, mask2)`` for numpy or Dask input."""
+def cr2images_arrays(data1, data2, p):
+    """``(data1c, data2c, mask1, mask2)`` for numpy or Dask input, with
+    complete parameters ``p`` from :func:`validate` (no CCDData)."""
     data1, data2 = _check_pair(data1, data2, p)
     lazy = isinstance(data1, da.Array) or isinstance(data2, da.Array)
     if lazy:
@@ -343,7 +345,7 @@ def detect_group(data, params, *, bad=None, var=None, readnoise=None, num_thread
     work = [d if b is None else np.where(b, np.float32(np.nan), d)
             for d, b in zip(data, bad)]
     if n == 2:
-        c1, c2, m1, m2 = _pair(work[0], work[1], p)
+        c1, c2, m1, m2 = cr2images_arrays(work[0], work[1], p)
         clean, masks = [c1, c2], [m1, m2]
     else:
         q = dict(p, single_mode=True)
@@ -352,7 +354,7 @@ def detect_group(data, params, *, bad=None, var=None, readnoise=None, num_thread
             others = np.stack([w for j, w in enumerate(work) if j != k])
             with np.errstate(all="ignore"), _quiet():
                 companion = np.nanmedian(others, axis=0).astype(np.float32)
-            c, _, m, _ = _pair(work[k], companion, q)
+            c, _, m, _ = cr2images_arrays(work[k], companion, q)
             clean.append(c)
             masks.append(m)
     for k in range(n):
