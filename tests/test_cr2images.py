@@ -22,7 +22,7 @@ from crdask.cosmic.cr2images import PARAMS, detect_group
 from crdask.cosmic.cr2images_core import diff_stats, diff_stats_dask, needed_ranks
 from crdask.cosmic.params import ParamError
 from crdask.cosmic.registry import get_method
-from crdask.kernels.components import label4, medfilt_rect, tail_components
+from crdask.kernels.components import label4, medfilt_rect, tail_components, union_pairs
 from crdask.simulate import simulate_frame
 
 from teareduce.cosmicrays import cr2images as tea_cr2images  # noqa: E402 (test extra)
@@ -254,6 +254,34 @@ def test_stats_equal_numpy(n, seed, ties):
     chunked = diff_stats_dask(da.from_array(x.reshape(1, n), chunks=(1, max(1, n // 3))))
     assert chunked.compute() == (median, std)
     assert all(0 <= r < n for r in needed_ranks(n))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 60), pairs=st.lists(st.tuples(st.integers(0, 59), st.integers(0, 59)),
+                                             max_size=80))
+def test_union_pairs_equals_reference(n, pairs):
+    pairs = [(i % n, j % n) for i, j in pairs]
+    a = np.array([i for i, _ in pairs], np.int64)
+    b = np.array([j for _, j in pairs], np.int64)
+    root = union_pairs(n, a, b)
+    # Reference: flood fill over the undirected graph; root = smallest member.
+    adj = {k: set() for k in range(n)}
+    for i, j in pairs:
+        adj[i].add(j)
+        adj[j].add(i)
+    want = np.empty(n, np.int64)
+    seen = set()
+    for k in range(n):
+        if k in seen:
+            continue
+        comp, todo = {k}, [k]
+        while todo:
+            for m in adj[todo.pop()] - comp:
+                comp.add(m)
+                todo.append(m)
+        seen |= comp
+        want[list(comp)] = min(comp)
+    np.testing.assert_array_equal(root, want)
 
 
 def test_stats_skip_nonfinite():

@@ -150,6 +150,20 @@ def cr2images(data1, data2=None, single_mode=False, ioffx=0, ioffy=0, tsigma_pea
     mask1, mask2 : bool arrays (ny, nx), only with ``return_masks``
         Replaced pixels of ``data1`` and of ``data2`` (each in its own
         pixel grid; ``mask2`` is all False in single mode).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.normal(100, 2, (64, 64)).astype(np.float32)
+    >>> b = rng.normal(100, 2, (64, 64)).astype(np.float32)
+    >>> a[10, 10:13] += 400                  # a short CR track in data1
+    >>> b[40, 20] += 900                     # a hit in data2
+    >>> a_clean, b_clean, m1, m2 = cr2images(a, b, return_masks=True)
+    >>> np.argwhere(m1).tolist(), np.argwhere(m2).tolist()
+    ([[10, 10], [10, 11], [10, 12]], [[40, 20]])
+    >>> bool(abs(a_clean[10, 11] - 100) < 20)
+    True
     """
     p = validate(dict(single_mode=single_mode, ioffx=ioffx, ioffy=ioffy,
                       tsigma_peak=tsigma_peak, tsigma_tail=tsigma_tail, maxsize=maxsize,
