@@ -483,3 +483,19 @@ def test_cli_errors(tmp_path):
              tmp_path)
     assert r.returncode == 2 and "missing.fits" in r.stderr and "no such file" in r.stderr
     assert not list(tmp_path.glob("*.fits"))
+
+
+def test_dask_on_local_cluster_of_processes(small_pair):
+    # The graph (delayed statistics, border merging, numba kernels) runs on
+    # worker processes and gives the numpy result.
+    from distributed import Client, LocalCluster
+    a, b = small_pair
+    want = cr2images(a, b, ioffx=2, ioffy=-3, maxsize=10, return_masks=True)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        got = client.compute(list(cr2images(da.from_array(a, chunks=(31, 40)),
+                                            da.from_array(b, chunks=(45, 37)),
+                                            ioffx=2, ioffy=-3, maxsize=10,
+                                            return_masks=True)), sync=True)
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(w, g)
