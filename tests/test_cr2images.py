@@ -407,7 +407,10 @@ def test_bad_input(pair):
                      ({"image_region": "1:10,1:10"}, "image_region"),
                      ({"list_skipped_regions": ["[5:1,1:3]"]}, "list_skipped_regions"),
                      ({"tsigma_peak": 0}, "tsigma_peak"), ({"maxsize": 0}, "maxsize"),
-                     ({"ioffx": 1.5}, "ioffx")):
+                     ({"ioffx": 1.5}, "ioffx"),
+                     ({"image_region": "[400:500,1:10]"}, "image_region"),
+                     ({"list_skipped_regions": "[1:5,1:5];[1:5,300:310]"},
+                      "list_skipped_regions")):
         with pytest.raises(ParamError) as e:
             cr2images(a, b, **kw)
         _one_line(e, name)
@@ -499,3 +502,28 @@ def test_dask_on_local_cluster_of_processes(small_pair):
                                             return_masks=True)), sync=True)
     for w, g in zip(want, got):
         np.testing.assert_array_equal(w, g)
+
+
+def test_clean_pair_mask_hdu(tmp_path):
+    from crdask.pipeline.pairs import clean_pair
+    a, b = make_pair(seed=11)
+    want = cr2images(a, b, return_masks=True)
+    ys, xs = np.nonzero(want[2])
+    bad = np.zeros(a.shape, np.uint8)
+    bad[ys[:4], xs[:4]] = 1
+    paths = []
+    for k, img in enumerate((a, b)):
+        path = tmp_path / f"exp{k}.fits"
+        fits.HDUList([fits.PrimaryHDU(img), fits.ImageHDU(bad, name="BPM")]).writeto(path)
+        paths.append(path)
+    res = clean_pair(paths[0], paths[1], tmp_path / "out", {"tsigma_peak": 9},
+                     mask_hdu="BPM")
+    assert [r["ncr"] > 0 for r in res] == [True, True]
+    with fits.open(res[0]["output"]) as h:
+        assert not h["MASK"].data[bad == 1].any()
+        np.testing.assert_array_equal(h[0].data[bad == 1], a[bad == 1])
+        assert h[0].header["CRNFIX"] == res[0]["ncr"]
+    nan = np.where(bad == 1, np.float32(np.nan), a), np.where(bad == 1, np.float32(np.nan), b)
+    ref = cr2images(*nan, tsigma_peak=9, return_masks=True)
+    with fits.open(res[1]["output"]) as h:
+        np.testing.assert_array_equal(h["MASK"].data, (ref[3] & (bad == 0)).astype(np.uint8))

@@ -49,7 +49,7 @@ Differences from teareduce (deliberate):
   found). The ``.mask`` of a ``CCDData`` marks bad pixels the same way, and
   the uncertainty is copied at the new CR pixels only, through the offsets
   (teareduce copies it at every masked pixel, without offsets).
-* Offsets that leave no overlap, regions that select nothing valid and
+* Offsets that leave no overlap, regions wholly outside the image and
   ``image_region`` together with ``list_skipped_regions`` raise
   :class:`~crdask.cosmic.params.ParamError` naming the parameter.
 * The single-mode median filter ignores non-finite pixels in its window.
@@ -70,6 +70,7 @@ Example
 import contextlib
 import warnings
 
+import dask
 import dask.array as da
 import numpy as np
 
@@ -222,6 +223,15 @@ def _check_pair(data1, data2, p):
         if abs(off) >= n:
             raise ParamError(name, f"{off} leaves no overlap between the exposures "
                              f"({n} px along {axis})", f"|{name}| < {n}")
+    # A region wholly outside the image is a mistake (one partly outside is
+    # clipped, as numpy slicing and teareduce do).
+    regions = [("image_region", p["image_region"])] if p["image_region"] else []
+    regions += [("list_skipped_regions", r) for r in p["list_skipped_regions"] or ()]
+    for name, r in regions:
+        sy, sx = region_slices(r)
+        if sy.start >= ny or sx.start >= nx:
+            raise ParamError(name, f"{r} lies outside the image ({nx} x {ny} px, "
+                             "x by y)", "FITS sections inside [1:NAXIS1,1:NAXIS2]")
     return data1, data2
 
 
@@ -270,10 +280,6 @@ def _stats_plus_zero(stats):
     return median + 0.0, std
 
 
-def _thr(stats, tsigma_peak, tsigma_tail):
-    return thresholds(stats, tsigma_peak, tsigma_tail)
-
-
 def _replace(x, y, m, median=0.0, sign=1):
     # x where not m, else y +/- median, in float32 as numpy does it.
     out = np.array(x, dtype=np.float32, copy=True)
@@ -283,7 +289,6 @@ def _replace(x, y, m, median=0.0, sign=1):
 
 
 def _pair_dask(a, b, p):
-    import dask
     ny, nx = a.shape
     s1, s2 = overlap_slices(a.shape, p["ioffx"], p["ioffy"])
     o1 = a[s1]
@@ -293,7 +298,7 @@ def _pair_dask(a, b, p):
                            chunks=diff.chunks)
     stats = dask.delayed(_stats_plus_zero, pure=True)(diff_stats_dask(diff))
     median = stats[0]
-    thr = dask.delayed(_thr, pure=True)(stats, p["tsigma_peak"], p["tsigma_tail"])
+    thr = dask.delayed(thresholds, pure=True)(stats, p["tsigma_peak"], p["tsigma_tail"])
 
     def embed(x, s, like, fill):
         pad = ((s[0].start, ny - s[0].stop), (s[1].start, nx - s[1].stop))
