@@ -22,7 +22,7 @@ Example
 >>> overlap_slices((4, 5), ioffx=2, ioffy=-1)
 ((slice(0, 3, None), slice(2, 5, None)), (slice(1, 4, None), slice(0, 3, None)))
 >>> d = np.arange(10, dtype=np.float32)
->>> diff_stats(d.reshape(2, 5))[0] == np.median(d)
+>>> bool(diff_stats(d.reshape(2, 5))[0] == np.median(d))
 True
 """
 
