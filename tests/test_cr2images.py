@@ -527,3 +527,16 @@ def test_clean_pair_mask_hdu(tmp_path):
     ref = cr2images(*nan, tsigma_peak=9, return_masks=True)
     with fits.open(res[1]["output"]) as h:
         np.testing.assert_array_equal(h["MASK"].data, (ref[3] & (bad == 0)).astype(np.uint8))
+
+
+def test_clean_pair_single_mode_writes_first_only(tmp_path):
+    from crdask.pipeline.pairs import clean_pair
+    a, b = make_pair(seed=12, shape=(64, 80))
+    paths = [tmp_path / "p.fits", tmp_path / "q.fits"]
+    for path, img in zip(paths, (a, b)):
+        fits.PrimaryHDU(img).writeto(path)
+    res = clean_pair(paths[0], paths[1], tmp_path / "out", {"single_mode": True})
+    assert [os.path.basename(r["output"]) for r in res] == ["p_crclean.fits"]
+    assert os.listdir(tmp_path / "out") == ["p_crclean.fits"]
+    with fits.open(res[0]["output"]) as h:
+        np.testing.assert_array_equal(h[0].data, cr2images(a, b, single_mode=True)[0])

@@ -75,6 +75,8 @@ def clean_pair(path1, path2, out_dir, params=None, *, hdu=None, mask_hdu=None,
     if len(outs) == 2 and outs[0] == outs[1]:
         raise ValueError(f"{paths[0]} and {paths[1]} have the same output name {outs[0]}")
     keys = {os.path.realpath(x) for x in paths}
+    # Only the exposures that are cleaned are written (single mode: the first).
+    outs = outs[:1] if p["single_mode"] else outs
     for out in outs:
         if os.path.realpath(out) in keys:
             raise ValueError(f"output {out} would overwrite an input (choose another "
@@ -90,7 +92,7 @@ def clean_pair(path1, path2, out_dir, params=None, *, hdu=None, mask_hdu=None,
             if im.mask is not None else im.data.astype(np.float32) for im in images]
     c1, c2, m1, m2 = cr2images_arrays(work[0], work[1] if len(work) == 2 else None, p)
     results = []
-    cleaned = [(c1, m1)] + ([] if len(images) == 1 or p["single_mode"] else [(c2, m2)])
+    cleaned = [(c1, m1), (c2, m2)][:len(outs)]
     names = [os.path.basename(im.path) for im in images]
     os.makedirs(out_dir, exist_ok=True)
     for im, out, (clean, mask) in zip(images, outs, cleaned):
