@@ -469,8 +469,10 @@ def simulate_night_cmd(directory, size, n_bias, n_dark, dark_times, filters, n_f
 
 
 # Commands defined in their own modules (each imports only layers below).
+from .cli_cr2images import cr2images_cmd  # noqa: E402
 from .cli_qa import qa_cmd  # noqa: E402
 
+cli.add_command(cr2images_cmd)
 cli.add_command(qa_cmd)
 
 

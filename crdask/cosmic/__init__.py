@@ -2,5 +2,6 @@
 
 from .lacosmic import detect_cosmics, lacosmic
 from .median_method import cosmicray_median
+from .cr2images import cr2images
 
-__all__ = ["lacosmic", "detect_cosmics", "cosmicray_median"]
+__all__ = ["lacosmic", "detect_cosmics", "cosmicray_median", "cr2images"]
