@@ -40,6 +40,7 @@ from astropy.io import fits
 from .._version import __version__
 from ..cosmic.lacosmic import lacosmic, make_params
 from ..io.atomic import OutputExistsError
+from ..io.naming import output_stem
 from ..io.fits import (
     FitsInputError,
     header_number,
@@ -95,25 +96,11 @@ def validate_params(params):
     return full
 
 
-_FITS_EXT = (".fits", ".fit", ".fts")
-_COMPRESS_EXT = (".gz", ".fz", ".bz2")
 
 
 def output_name(path, suffix="_crclean"):
-    """``dir/frame.fits.gz`` -> ``frame<suffix>.fits``."""
-    name = os.path.basename(os.fspath(path))
-    low = name.lower()
-    for ext in _COMPRESS_EXT:
-        if low.endswith(ext):
-            name, low = name[:-len(ext)], low[:-len(ext)]
-            break
-    for ext in _FITS_EXT:
-        if low.endswith(ext):
-            name = name[:-len(ext)]
-            break
-    else:
-        name = os.path.splitext(name)[0] or name
-    return f"{name}{suffix}.fits"
+    """``dir/frame.0001.fits.gz`` -> ``frame.0001<suffix>.fits`` (stem: :func:`crdask.io.naming.output_stem`)."""
+    return f"{output_stem(path)}{suffix}.fits"
 
 
 def _key(path):
