@@ -22,6 +22,22 @@ Completeness
     -- never a half-written frame that claims to be complete. :meth:`delete_frame` renames the group to a hidden
     trash name before removing it, for the same reason.
 
+Checksums
+    Every chunk of every array carries a CRC-32 of its (little-endian)
+    bytes and the size of its chunk file, computed from the arrays in memory
+    and written in the group's ``complete`` metadata -- the same last write
+    that makes the frame valid, so data and checksums are never out of step.
+    :meth:`read_frame` / :meth:`read_master` verify them: a chunk file that is
+    missing (Zarr would silently read it as zeros), has the wrong size
+    (truncated), cannot be decoded, or whose pixels do not match the CRC
+    (a flipped bit, also inside a compressed chunk) raises
+    :class:`IntermediateDamaged` (``r0042: mask chunk 0.1 missing``); the
+    pipeline then recomputes the frame from its raw file. A frame written
+    without checksums (an older crdask) counts as damaged too.
+    :meth:`has_frame` stays a metadata check (no chunk is read). CRC-32
+    (zlib, ~4 GB/s) and not a cryptographic hash: it guards against
+    accidents (bad disks, killed copies, hand edits), not an adversary.
+
 Requires Zarr >= 3 (the v3 format and API; ``zarr.open_group``).
 
 Concurrency
@@ -88,11 +104,13 @@ Codecs and chunking (measured, not guessed)
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import shutil
 import time
 import uuid
+import zlib
 
 import numpy as np
 import zarr
@@ -102,7 +120,8 @@ from zarr.codecs import BloscCodec
 from .._version import __version__
 from .atomic import fsync_path
 
-__all__ = ["IntermediateStore", "IncompleteError", "MAX_CHUNK_BYTES"]
+__all__ = ["IntermediateStore", "IncompleteError", "IntermediateDamaged", "MAX_CHUNK_BYTES",
+           "chunk_checksums", "chunk_shape_for"]
 
 #: Largest chunk written (bytes); bigger arrays are cut in full-width strips.
 MAX_CHUNK_BYTES = 16 * 2**20
@@ -121,6 +140,73 @@ class IncompleteError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class IntermediateDamaged(IncompleteError):
+    """A complete frame or master whose stored chunks do not match their checksums.
+
+    ``str(err)`` is one line naming the frame, the array and the chunk:
+    ``r0042: mask chunk 0.1 missing``. Attributes: ``name``, ``key`` (array),
+    ``chunk`` (chunk id ``"i.j"`` or None), ``path`` (the group directory).
+    The remedy is always the same: recompute the frame from its raw file.
+    """
+
+    def __init__(self, message, *, name=None, key=None, chunk=None, path=None):
+        super().__init__(message)
+        self.name, self.key, self.chunk, self.path = name, key, chunk, path
+
+    def __reduce__(self):
+        return (_damaged, (self.args[0], self.name, self.key, self.chunk, self.path))
+
+
+def _damaged(message, name, key, chunk, path):
+    return IntermediateDamaged(message, name=name, key=key, chunk=chunk, path=path)
+
+
+def _chunk_slices(shape, chunks):
+    """``[(chunk id "i.j", slices)]`` of a regular chunk grid, in C order."""
+    ranges = [range(-(-s // c)) for s, c in zip(shape, chunks)]
+    for idx in itertools.product(*ranges):
+        yield (".".join(map(str, idx)),
+               tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape)))
+
+
+def _crc(block):
+    block = np.ascontiguousarray(block)
+    if block.dtype.byteorder == ">" or (block.dtype.byteorder == "=" and not _LITTLE):
+        block = block.astype(block.dtype.newbyteorder("<"))
+    return zlib.crc32(memoryview(block).cast("B")) if block.size else 0
+
+
+_LITTLE = np.little_endian
+
+
+def chunk_checksums(array, chunks):
+    """CRC-32 of each chunk of ``array`` under the chunk shape ``chunks``.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Any shape; the bytes are taken little-endian, C order, per chunk.
+    chunks : tuple of int
+        The chunk shape (as given to Zarr).
+
+    Returns
+    -------
+    dict
+        ``{"i.j": crc32}`` (int), one entry per chunk of the grid.
+
+    Examples
+    --------
+    >>> chunk_checksums(np.zeros((4, 2), "u1"), (2, 2))
+    {'0.0': 558161692, '1.0': 558161692}
+    """
+    a = np.asarray(array)
+    return {cid: _crc(a[sl]) for cid, sl in _chunk_slices(a.shape, chunks)}
+
+
+def _chunk_file(node, key, cid):
+    return os.path.join(node, key, "c", *cid.split("."))
+
+
 def _check_name(name, what="frame"):
     if not isinstance(name, str) or not name:
         raise ValueError(f"{what} name must be a non-empty string, got {name!r}")
@@ -132,8 +218,15 @@ def _check_name(name, what="frame"):
     return name
 
 
-def _chunks_for(shape, itemsize, max_chunk_bytes):
-    """Whole array if small enough, else full-width strips along axis 0."""
+def chunk_shape_for(shape, itemsize, max_chunk_bytes=MAX_CHUNK_BYTES):
+    """The chunk shape the store uses: the whole array if it is at most
+    ``max_chunk_bytes``, else full-width strips along axis 0.
+
+    Examples
+    --------
+    >>> chunk_shape_for((4096, 4096), 4)
+    (1024, 4096)
+    """
     if len(shape) == 0:
         return ()
     row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64))
@@ -304,12 +397,19 @@ class IntermediateStore:
         else:
             old_keys = {e.name for e in os.scandir(node) if e.is_dir()}
         specs = {k: dict(shape=a.shape, dtype=a.dtype,
-                         chunks=_chunks_for(a.shape, a.dtype.itemsize, self.max_chunk_bytes),
+                         chunks=chunk_shape_for(a.shape, a.dtype.itemsize, self.max_chunk_bytes),
                          compressors=_compressors_for(a.dtype, self.compress_floats))
                  for k, a in arrays.items()}
         _run(_write_arrays(group, arrays, specs))                # 2. every array
         for k in old_keys - set(arrays):                         # stale arrays
             shutil.rmtree(os.path.join(node, k), ignore_errors=True)
+        # checksums of what was meant to be written, sizes of what was written
+        final["chunks"] = {}
+        for k, a in arrays.items():
+            sums = chunk_checksums(a, specs[k]["chunks"])
+            final["chunks"][k] = {cid: [crc, os.path.getsize(_chunk_file(node, k, cid))]
+                                  for cid, crc in sums.items()}
+        final["checksum"] = "crc32"
         if self.fsync:
             _fsync_tree(node)
         _run(_put_attrs(group, final))                           # 3. complete, last
@@ -336,10 +436,11 @@ class IntermediateStore:
         node = self._dir(kind, name)
         return all(os.path.exists(os.path.join(node, k, _META)) for k in written)
 
-    def _read(self, kind, name, keys=None):
+    def _read(self, kind, name, keys=None, verify=True):
         attrs = self._attrs(kind, name)
+        node = self._dir(kind, name)
         if not attrs or attrs.get("complete") is not True:
-            raise IncompleteError(f"{self._dir(kind, name)}: {kind[:-1]} {name!r} is "
+            raise IncompleteError(f"{node}: {kind[:-1]} {name!r} is "
                                   "missing or was not completely written")
         written = attrs.get("keys") or []
         if keys is None:
@@ -348,9 +449,55 @@ class IntermediateStore:
             keys = (keys,)
         missing = [k for k in keys if k not in written]
         if missing:
-            raise IncompleteError(f"{self._dir(kind, name)}: {kind[:-1]} {name!r} has no "
+            raise IncompleteError(f"{node}: {kind[:-1]} {name!r} has no "
                                   f"array {missing[0]!r} (has {', '.join(written)})")
-        return _run(_read_async(self._dir(kind, name), list(keys)))
+        sums = attrs.get("chunks") if verify else None
+        if verify:
+            self._check_files(name, node, keys, sums)
+        try:
+            arrays = _run(_read_async(node, list(keys)))
+        except Exception as e:  # a chunk that Zarr or Blosc cannot decode: which array?
+            bad = keys[0]
+            for k in keys:
+                try:
+                    _run(_read_async(node, [k]))
+                except Exception:
+                    bad = k
+                    break
+            raise IntermediateDamaged(f"{name}: {bad} cannot be decoded "
+                                      f"({type(e).__name__}: {e})".splitlines()[0],
+                                      name=name, key=bad, path=node) from None
+        if verify:
+            for k in keys:
+                a = arrays[k]
+                chunks = tuple(_chunks_of(node, k) or a.shape)
+                for cid, sl in _chunk_slices(a.shape, chunks):
+                    if _crc(a[sl]) != sums[k][cid][0]:
+                        raise IntermediateDamaged(f"{name}: {k} chunk {cid} does not match "
+                                                  "its checksum (damaged)", name=name,
+                                                  key=k, chunk=cid, path=node)
+        return arrays
+
+    @staticmethod
+    def _check_files(name, node, keys, sums):
+        """Cheap checks first: every chunk file there, with its recorded size."""
+        if not isinstance(sums, dict):
+            raise IntermediateDamaged(f"{name}: written without checksums (older crdask); "
+                                      "recompute it", name=name, path=node)
+        for k in keys:
+            if not isinstance(sums.get(k), dict):
+                raise IntermediateDamaged(f"{name}: {k} has no checksums", name=name, key=k,
+                                          path=node)
+            for cid, (_, size) in sums[k].items():
+                try:
+                    got = os.path.getsize(_chunk_file(node, k, cid))
+                except OSError:
+                    raise IntermediateDamaged(f"{name}: {k} chunk {cid} missing", name=name,
+                                              key=k, chunk=cid, path=node) from None
+                if got != size:
+                    raise IntermediateDamaged(f"{name}: {k} chunk {cid} truncated or "
+                                              f"damaged ({got} bytes, {size} written)",
+                                              name=name, key=k, chunk=cid, path=node)
 
     def _list(self, kind, complete):
         try:
@@ -374,13 +521,20 @@ class IntermediateStore:
         """
         self._write(_FRAMES, name, arrays, attrs)
 
-    def read_frame(self, name, keys=None):
+    def read_frame(self, name, keys=None, *, verify=True):
         """``{key: numpy array}`` of a complete frame (all its arrays, or ``keys``).
 
         Raises :class:`IncompleteError` (a ``KeyError``) if the frame is
-        missing, incomplete, or lacks one of ``keys``.
+        missing, incomplete, or lacks one of ``keys``, and its subclass
+        :class:`IntermediateDamaged` if a chunk is missing, truncated or does
+        not match its checksum (``verify=False`` skips the checks: only for
+        measuring their cost).
         """
-        return self._read(_FRAMES, name, keys)
+        return self._read(_FRAMES, name, keys, verify)
+
+    def verify_frame(self, name, keys=None):
+        """Read and verify frame ``name``; raise as :meth:`read_frame` does."""
+        self._read(_FRAMES, name, keys)
 
     def has_frame(self, name, keys=()):
         """True only if ``name`` was completely written (and has all of ``keys``)."""
@@ -394,9 +548,16 @@ class IntermediateStore:
         return dict(attrs.get("info") or {})
 
     def open_frame(self, name):
-        """``{key: zarr.Array}`` of a complete frame, for lazy reads (``da.from_zarr``)."""
+        """``{key: zarr.Array}`` of a complete frame, for lazy reads (``da.from_zarr``).
+
+        Every chunk file is checked to be there with its recorded size (so a
+        deleted chunk is not read as zeros); pixel checksums are verified
+        only by :meth:`read_frame`.
+        """
         if not self.has_frame(name):
             raise IncompleteError(f"frame {name!r} is missing or incomplete")
+        attrs = self._attrs(_FRAMES, name)
+        self._check_files(name, self._dir(_FRAMES, name), attrs["keys"], attrs.get("chunks"))
         group = zarr.open_group(self._dir(_FRAMES, name), mode="r", zarr_format=3)
         return {k: group[k] for k in self._attrs(_FRAMES, name)["keys"]}
 
@@ -415,7 +576,7 @@ class IntermediateStore:
 
     def read_master(self, name):
         """The master's array (raises :class:`IncompleteError` if missing/incomplete)."""
-        return self._read(_MASTERS, name, (_MASTER_KEY,))[_MASTER_KEY]
+        return self._read(_MASTERS, name, (_MASTER_KEY,))[_MASTER_KEY]  # verified
 
     def master_attrs(self, name):
         """The ``attrs`` given to :meth:`write_master`."""
@@ -478,6 +639,15 @@ async def _read_async(node, keys):
         return await arr.getitem(Ellipsis)
 
     return dict(zip(keys, await asyncio.gather(*(one(k) for k in keys))))
+
+
+def _chunks_of(node, key):
+    """The chunk shape recorded in an array's ``zarr.json`` (None if unreadable)."""
+    meta = _read_json(os.path.join(node, key, _META))
+    try:
+        return meta["chunk_grid"]["configuration"]["chunk_shape"]
+    except (TypeError, KeyError):
+        return None
 
 
 def _run(coro):
