@@ -105,13 +105,15 @@ def write_error(path, error):
         seen.add(id(e))
         if isinstance(e, OutputWriteError):
             return e
-        if isinstance(e, OSError) and not isinstance(e, OutputExistsError):
+        if isinstance(e, OutputExistsError):     # our own refusal, not a system error
+            return None
+        if isinstance(e, OSError):
             if e.errno:
                 return OutputWriteError(path, e.errno, os.strerror(e.errno))
             msg = str(e)
             if "requested and" in msg and "written" in msg:   # numpy's short write
                 return OutputWriteError(path, None, f"short write ({msg}; disk full?)")
-        e = e.__cause__ or e.__context__
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     return None
 
 
