@@ -72,7 +72,10 @@ def error_lines(proc):
 
 
 def assert_one_line_error(proc, *needles, code=1):
-    """Exit ``code``, no traceback, and one ``crdask: error:`` line naming every needle."""
+    """Exit ``code``, no traceback, and one ``crdask: error:`` line naming every needle.
+
+    A key is named as the workflow errors do (``FILE: output: problem``), so
+    needles like ``": output: "`` cannot be matched by a temporary path."""
     assert proc.returncode == code, show(proc)
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, show(proc)
     lines = error_lines(proc)
@@ -237,7 +240,7 @@ def test_item3_raw_files_cannot_be_written(night, tmp_path):
     shutil.copy(raw / "bias_001.fits", raw / "master_bias.fits")
     before = sha_tree(raw)
     proc = crdask("run", write_workflow(tmp_path / "same.yaml", raw, raw))
-    assert_one_line_error(proc, "output", str(raw))
+    assert_one_line_error(proc, ": output: ", str(raw))
     assert sha_tree(raw) == before
     assert sorted(p.name for p in raw.iterdir()) == sorted(before)   # no ledger, no zarr
 
@@ -332,7 +335,7 @@ def test_item8_bad_inputs_one_line_no_ledger(tmp_path, case):
         wf = write_workflow(tmp_path / "n.yaml", None, out, files=[tmp_path / "x*.fits"])
         needle = "x*.fits"
     proc = crdask("run", wf)
-    assert_one_line_error(proc, "inputs", needle)
+    assert_one_line_error(proc, ": inputs.", needle)
     assert not (out / "ledger").exists()
 
 
@@ -472,7 +475,7 @@ def test_item11_output_is_an_existing_file(night, tmp_path):
     target = tmp_path / "a_file"
     target.write_text("not a folder")
     proc = crdask("run", write_workflow(tmp_path / "n.yaml", raw, target))
-    assert_one_line_error(proc, "output", str(target))
+    assert_one_line_error(proc, ": output: ", str(target))
     assert target.read_text() == "not a folder"
 
 
