@@ -27,17 +27,23 @@ An entry::
 
 Typical use in a frame task::
 
-    sha = ledger.file_sha256(path)
-    if ledger.is_current(name, sha, config_hash):            # done, unchanged
+    closure = ledger.closure(raw=path, masters={"bias": mb, "flat_V": mf})
+    sha = closure["raw"]
+    if ledger.is_current(name, sha, config_hash, inputs=closure):   # done, unchanged
         return
-    ledger.start(name, path, sha, config_hash)
+    ledger.start(name, path, sha, config_hash, inputs=closure)
     try:
-        if not (ledger.is_current(name, sha, config_hash, "calibrated")
-                and store.has_frame(name, ("sci", "var", "mask"))):
+        try:
+            arrays = store.read_frame(name) if ledger.is_current(
+                name, sha, calib_hash, "calibrated", inputs=closure) else None
+        except IncompleteError:              # IntermediateDamaged too: recompute
+            arrays = None
+        if arrays is None:
             store.write_frame(name, **calibrate(path))
             ledger.advance(name, "calibrated")
         ...
-        ledger.finish(name, ncr=123, output=out_path)
+        write_calibrated(out_path, ...)
+        ledger.finish(name, outputs=[out_path], ncr=123)
     except Exception as err:
         ledger.fail(name, err)
 
@@ -344,7 +350,8 @@ class Ledger:
         if entry is None:
             now = _now()
             entry = {"name": name, "kind": "frame", "input": None, "input_sha256": None,
-                     "inputs": None, "outputs": {}, "config_hash": None, "crdask_version": __version__, "stage": None,
+                     "inputs": None, "outputs": {}, "config_hash": None,
+                     "crdask_version": __version__, "stage": None,
                      "started": now, "attempts": 1, "info": {}}
         entry.update(status="failed", error=_one_line(error))
         return self._put(self._touch(entry, info))
