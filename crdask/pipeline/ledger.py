@@ -35,7 +35,7 @@ Typical use in a frame task::
     try:
         try:
             arrays = store.read_frame(name) if ledger.is_current(
-                name, sha, calib_hash, "calibrated", inputs=closure) else None
+                name, sha, config_hash, "calibrated", inputs=closure) else None
         except IncompleteError:              # IntermediateDamaged too: recompute
             arrays = None
         if arrays is None:
