@@ -445,3 +445,23 @@ def test_any_damage_is_detected_never_believed(tmp_path_factory, rows, cols, dty
     else:   # e.g. a flipped bit in a Blosc header flag that decoding ignores
         assert damage == "flip"
         np.testing.assert_array_equal(got, a)
+
+
+def test_disk_full_names_the_file_and_leaves_frame_incomplete(tmp_path):
+    from crdask.io.atomic import OutputWriteError
+    from tmpfs import small_tmpfs
+
+    mnt = tmp_path / "fs"
+    with small_tmpfs(mnt, "1m") as fs:
+        store = IntermediateStore(mnt / "intermediate.zarr")
+        store.write_frame("small", **_frame(0, shape=(16, 16)))
+        fs.fill(leave=100 * 1024)
+        with pytest.raises(OutputWriteError) as err:
+            store.write_frame("big", **_frame(1, shape=(256, 256)))   # 576 KB
+        assert "no space left on device" in str(err.value)
+        assert str(err.value).startswith(os.path.join(store.path, "frames", "big"))
+        assert "\n" not in str(err.value)
+        assert not store.has_frame("big") and store.frames() == ["small"]
+        fs.free()
+        store.write_frame("big", **_frame(1, shape=(256, 256)))
+        _assert_frame_equal(store.read_frame("big"), _frame(1, shape=(256, 256)))

@@ -38,6 +38,11 @@ Checksums
     (zlib, ~4 GB/s) and not a cryptographic hash: it guards against
     accidents (bad disks, killed copies, hand edits), not an adversary.
 
+Write errors
+    A write the system refuses (disk full, quota, read-only filesystem)
+    raises :class:`crdask.io.atomic.OutputWriteError`, one line naming the
+    file; the frame is left incomplete (``has_frame`` is False).
+
 Requires Zarr >= 3 (the v3 format and API; ``zarr.open_group``).
 
 Concurrency
@@ -118,7 +123,7 @@ import zarr.api.asynchronous as za
 from zarr.codecs import BloscCodec
 
 from .._version import __version__
-from .atomic import fsync_path
+from .atomic import fsync_path, write_error
 
 __all__ = ["IntermediateStore", "IncompleteError", "IntermediateDamaged", "MAX_CHUNK_BYTES",
            "chunk_checksums", "chunk_shape_for"]
@@ -360,6 +365,17 @@ class IntermediateStore:
 
     # ------------------------------------------------------------ generic node
     def _write(self, kind, name, arrays, attrs):
+        try:
+            self._write_node(kind, name, arrays, attrs)
+        except OSError as e:
+            # one line naming the file (disk full, quota, read-only...); the
+            # frame stays incomplete, so it is never believed
+            err = write_error(e.filename or self._dir(kind, name), e)
+            if err is None:
+                raise
+            raise err from e
+
+    def _write_node(self, kind, name, arrays, attrs):
         if not arrays:
             raise ValueError(f"{kind[:-1]} {name!r}: no arrays to write")
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
