@@ -23,20 +23,15 @@ Completeness
     trash name before removing it, for the same reason.
 
 Checksums
-    Every chunk of every array carries a CRC-32 of its (little-endian)
-    bytes and the size of its chunk file, computed from the arrays in memory
-    and written in the group's ``complete`` metadata -- the same last write
-    that makes the frame valid, so data and checksums are never out of step.
-    :meth:`read_frame` / :meth:`read_master` verify them: a chunk file that is
-    missing (Zarr would silently read it as zeros), has the wrong size
-    (truncated), cannot be decoded, or whose pixels do not match the CRC
-    (a flipped bit, also inside a compressed chunk) raises
-    :class:`IntermediateDamaged` (``r0042: mask chunk 0.1 missing``); the
-    pipeline then recomputes the frame from its raw file. A frame written
-    without checksums (an older crdask) counts as damaged too.
-    :meth:`has_frame` stays a metadata check (no chunk is read). CRC-32
-    (zlib, ~4 GB/s) and not a cryptographic hash: it guards against
-    accidents (bad disks, killed copies, hand edits), not an adversary.
+    Every chunk of every array carries a CRC-32 of its pixels and its file
+    size, in the same last metadata write that sets ``complete``
+    (:mod:`crdask.io.chunk_checksums`). :meth:`read_frame` and
+    :meth:`read_master` verify them and raise :class:`IntermediateDamaged`
+    (``r0042: mask chunk 0.1 missing``) for a missing (Zarr would read zeros),
+    truncated, undecodable or bit-flipped chunk, or a frame written without
+    checksums; the pipeline recomputes such a frame from raw. :meth:`has_frame`
+    stays a metadata check. CRC-32 (zlib, ~4 GB/s) guards against accidents,
+    not an adversary.
 
 Write errors
     A write the system refuses (disk full, quota, read-only filesystem)
@@ -109,13 +104,11 @@ Codecs and chunking (measured, not guessed)
 
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import shutil
 import time
 import uuid
-import zlib
 
 import numpy as np
 import zarr
@@ -124,6 +117,8 @@ from zarr.codecs import BloscCodec
 
 from .._version import __version__
 from .atomic import fsync_path, write_error
+from .chunk_checksums import (IncompleteError, IntermediateDamaged, check_chunk_files,
+                              chunk_checksums, record_chunks, verify_chunks)
 
 __all__ = ["IntermediateStore", "IncompleteError", "IntermediateDamaged", "MAX_CHUNK_BYTES",
            "chunk_checksums", "chunk_shape_for"]
@@ -136,80 +131,6 @@ _MASTERS = "masters"
 _MASTER_KEY = "data"
 _META = "zarr.json"
 _LAYOUT_VERSION = 1
-
-
-class IncompleteError(KeyError):
-    """The frame or master is missing or was not completely written."""
-
-    def __str__(self):  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
-
-
-class IntermediateDamaged(IncompleteError):
-    """A complete frame or master whose stored chunks do not match their checksums.
-
-    ``str(err)`` is one line naming the frame, the array and the chunk:
-    ``r0042: mask chunk 0.1 missing``. Attributes: ``name``, ``key`` (array),
-    ``chunk`` (chunk id ``"i.j"`` or None), ``path`` (the group directory).
-    The remedy is always the same: recompute the frame from its raw file.
-    """
-
-    def __init__(self, message, *, name=None, key=None, chunk=None, path=None):
-        super().__init__(message)
-        self.name, self.key, self.chunk, self.path = name, key, chunk, path
-
-    def __reduce__(self):
-        return (_damaged, (self.args[0], self.name, self.key, self.chunk, self.path))
-
-
-def _damaged(message, name, key, chunk, path):
-    return IntermediateDamaged(message, name=name, key=key, chunk=chunk, path=path)
-
-
-def _chunk_slices(shape, chunks):
-    """``[(chunk id "i.j", slices)]`` of a regular chunk grid, in C order."""
-    ranges = [range(-(-s // c)) for s, c in zip(shape, chunks)]
-    for idx in itertools.product(*ranges):
-        yield (".".join(map(str, idx)),
-               tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape)))
-
-
-def _crc(block):
-    block = np.ascontiguousarray(block)
-    if block.dtype.byteorder == ">" or (block.dtype.byteorder == "=" and not _LITTLE):
-        block = block.astype(block.dtype.newbyteorder("<"))
-    return zlib.crc32(memoryview(block).cast("B")) if block.size else 0
-
-
-_LITTLE = np.little_endian
-
-
-def chunk_checksums(array, chunks):
-    """CRC-32 of each chunk of ``array`` under the chunk shape ``chunks``.
-
-    Parameters
-    ----------
-    array : numpy.ndarray
-        Any shape; the bytes are taken little-endian, C order, per chunk.
-    chunks : tuple of int
-        The chunk shape (as given to Zarr).
-
-    Returns
-    -------
-    dict
-        ``{"i.j": crc32}`` (int), one entry per chunk of the grid.
-
-    Examples
-    --------
-    >>> chunk_checksums(np.zeros((4, 2), "u1"), (2, 2))
-    {'0.0': 558161692, '1.0': 558161692}
-    """
-    a = np.asarray(array)
-    return {cid: _crc(a[sl]) for cid, sl in _chunk_slices(a.shape, chunks)}
-
-
-def _chunk_file(node, key, cid):
-    return os.path.join(node, key, "c", *cid.split("."))
 
 
 def _check_name(name, what="frame"):
@@ -420,11 +341,7 @@ class IntermediateStore:
         for k in old_keys - set(arrays):                         # stale arrays
             shutil.rmtree(os.path.join(node, k), ignore_errors=True)
         # checksums of what was meant to be written, sizes of what was written
-        final["chunks"] = {}
-        for k, a in arrays.items():
-            sums = chunk_checksums(a, specs[k]["chunks"])
-            final["chunks"][k] = {cid: [crc, os.path.getsize(_chunk_file(node, k, cid))]
-                                  for cid, crc in sums.items()}
+        final["chunks"] = record_chunks(node, arrays, {k: specs[k]["chunks"] for k in arrays})
         final["checksum"] = "crc32"
         if self.fsync:
             _fsync_tree(node)
@@ -469,7 +386,7 @@ class IntermediateStore:
                                   f"array {missing[0]!r} (has {', '.join(written)})")
         sums = attrs.get("chunks") if verify else None
         if verify:
-            self._check_files(name, node, keys, sums)
+            check_chunk_files(name, node, keys, sums)
         try:
             arrays = _run(_read_async(node, list(keys)))
         except Exception as e:  # a chunk that Zarr or Blosc cannot decode: which array?
@@ -484,36 +401,10 @@ class IntermediateStore:
                                       f"({type(e).__name__}: {e})".splitlines()[0],
                                       name=name, key=bad, path=node) from None
         if verify:
-            for k in keys:
-                a = arrays[k]
-                chunks = tuple(_chunks_of(node, k) or a.shape)
-                for cid, sl in _chunk_slices(a.shape, chunks):
-                    if _crc(a[sl]) != sums[k][cid][0]:
-                        raise IntermediateDamaged(f"{name}: {k} chunk {cid} does not match "
-                                                  "its checksum (damaged)", name=name,
-                                                  key=k, chunk=cid, path=node)
+            verify_chunks(name, node, arrays,
+                          {k: tuple(_chunks_of(node, k) or arrays[k].shape) for k in keys},
+                          sums)
         return arrays
-
-    @staticmethod
-    def _check_files(name, node, keys, sums):
-        """Cheap checks first: every chunk file there, with its recorded size."""
-        if not isinstance(sums, dict):
-            raise IntermediateDamaged(f"{name}: written without checksums (older crdask); "
-                                      "recompute it", name=name, path=node)
-        for k in keys:
-            if not isinstance(sums.get(k), dict):
-                raise IntermediateDamaged(f"{name}: {k} has no checksums", name=name, key=k,
-                                          path=node)
-            for cid, (_, size) in sums[k].items():
-                try:
-                    got = os.path.getsize(_chunk_file(node, k, cid))
-                except OSError:
-                    raise IntermediateDamaged(f"{name}: {k} chunk {cid} missing", name=name,
-                                              key=k, chunk=cid, path=node) from None
-                if got != size:
-                    raise IntermediateDamaged(f"{name}: {k} chunk {cid} truncated or "
-                                              f"damaged ({got} bytes, {size} written)",
-                                              name=name, key=k, chunk=cid, path=node)
 
     def _list(self, kind, complete):
         try:
@@ -573,7 +464,7 @@ class IntermediateStore:
         if not self.has_frame(name):
             raise IncompleteError(f"frame {name!r} is missing or incomplete")
         attrs = self._attrs(_FRAMES, name)
-        self._check_files(name, self._dir(_FRAMES, name), attrs["keys"], attrs.get("chunks"))
+        check_chunk_files(name, self._dir(_FRAMES, name), attrs["keys"], attrs.get("chunks"))
         group = zarr.open_group(self._dir(_FRAMES, name), mode="r", zarr_format=3)
         return {k: group[k] for k in self._attrs(_FRAMES, name)["keys"]}
 
