@@ -24,7 +24,8 @@ import time
 
 from .atomic import atomic_open
 
-__all__ = ["hash_file", "file_sha256", "closure_digest", "stat_key"]
+__all__ = ["hash_file", "file_sha256", "closure_digest", "stat_key", "describe_output",
+           "output_problems"]
 
 _CHUNK = 1 << 20
 _RACY_SECONDS = 2.0
@@ -108,3 +109,53 @@ def file_sha256(path, cache_dir=None, *, write_cache=True):
         except OSError:  # a read-only output dir only costs a re-hash next time
             pass
     return digest
+
+
+def describe_output(path):
+    """What :func:`output_problems` checks later: SHA-256 and stat data of ``path``.
+
+    A file that changes while it is hashed gets size -1 (never trusted).
+    """
+    st = os.stat(path)
+    digest = hash_file(path)
+    st2 = os.stat(path)
+    if stat_key(st2) != stat_key(st):   # changed while hashed: never trusted
+        return {"size": -1, "sha256": None}
+    return {"sha256": digest, **stat_key(st)}
+
+
+def output_problems(outputs, verify="stat"):
+    """Lines saying why recorded outputs are not intact (``[]``: all intact).
+
+    Parameters
+    ----------
+    outputs : dict or None
+        ``{path: record}`` as made by :func:`describe_output`.
+    verify : {'stat', 'full', 'size'}
+        'size' compares sizes only; 'stat' also re-hashes a file whose stat
+        data differ from the record; 'full' always re-hashes.
+    """
+    problems = []
+    for path, rec in sorted((outputs or {}).items()):
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror or 'missing'}")
+            continue
+        if st.st_size != rec.get("size"):
+            problems.append(f"{path}: size {st.st_size}, recorded {rec.get('size')}")
+            continue
+        if verify == "size":
+            continue
+        if verify == "stat" and {k: rec.get(k) for k in ("size", "mtime_ns", "ino", "dev")} \
+                == stat_key(st):
+            continue
+        try:
+            digest = hash_file(path)
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror or e}")
+            continue
+        if digest != rec.get("sha256"):
+            problems.append(f"{path}: SHA-256 differs from the one recorded at write "
+                            "time")
+    return problems

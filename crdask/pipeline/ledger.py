@@ -102,7 +102,7 @@ import os
 
 from .._version import __version__
 from ..io.atomic import atomic_open, is_temp_name
-from ..io.checksums import closure_digest, file_sha256, hash_file, stat_key
+from ..io.checksums import closure_digest, describe_output, file_sha256, output_problems
 
 __all__ = ["Ledger", "STAGES", "STATUSES", "KINDS", "VERIFY", "file_sha256",
            "closure_digest"]
@@ -325,19 +325,10 @@ class Ledger:
         """
         entry = self._require(name)
         if outputs is not None:
-            entry["outputs"] = {os.path.abspath(os.fspath(p)): self._describe(p)
+            entry["outputs"] = {os.path.abspath(os.fspath(p)): describe_output(p)
                                 for p in outputs}
         entry.update(stage=STAGES[-1], status="done", error=None)
         return self._put(self._touch(entry, info))
-
-    @staticmethod
-    def _describe(path):
-        st = os.stat(path)
-        digest = hash_file(path)
-        st2 = os.stat(path)
-        if stat_key(st2) != stat_key(st):   # changed while hashed: never trusted
-            return {"size": -1, "sha256": None}
-        return {"sha256": digest, **stat_key(st)}
 
     def fail(self, name, error, **info):
         """The attempt failed: status 'failed', ``error`` as one line.
@@ -418,7 +409,7 @@ class Ledger:
             return False
         if stage != STAGES[-1]:
             return True
-        return entry.get("status") == "done" and not self._problems(entry, verify)
+        return entry.get("status") == "done" and not output_problems(entry.get("outputs"), verify)
 
     def output_problems(self, name, verify="stat"):
         """Why the recorded outputs of ``name`` are not intact: a list of lines.
@@ -431,34 +422,7 @@ class Ledger:
         entry = self.get(name)
         if entry is None:
             return [f"{name}: no ledger entry"]
-        return self._problems(entry, verify)
-
-    @staticmethod
-    def _problems(entry, verify):
-        problems = []
-        for path, rec in sorted((entry.get("outputs") or {}).items()):
-            try:
-                st = os.stat(path)
-            except OSError as e:
-                problems.append(f"{path}: {e.strerror or 'missing'}")
-                continue
-            if st.st_size != rec.get("size"):
-                problems.append(f"{path}: size {st.st_size}, recorded {rec.get('size')}")
-                continue
-            if verify == "size":
-                continue
-            if verify == "stat" and {k: rec.get(k) for k in ("size", "mtime_ns", "ino", "dev")} \
-                    == stat_key(st):
-                continue
-            try:
-                digest = hash_file(path)
-            except OSError as e:
-                problems.append(f"{path}: {e.strerror or e}")
-                continue
-            if digest != rec.get("sha256"):
-                problems.append(f"{path}: SHA-256 differs from the one recorded at write "
-                                "time")
-        return problems
+        return output_problems(entry.get("outputs"), verify)
 
     def outputs(self, name):
         """``{path: sha256}`` of the outputs ``name`` recorded (empty if none)."""
