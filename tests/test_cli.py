@@ -256,7 +256,9 @@ def test_output_name():
     assert output_name("/a/b/x.fits.gz") == "x_crclean.fits"
     assert output_name("x.FIT", "_c") == "x_c.fits"
     assert output_name("x.fits.fz", "") == "x.fits"
-    assert output_name("raw.001") == "raw_crclean.fits"
+    # every dot but the FITS/compression suffix is kept: raw.001 and raw.002 stay apart
+    assert output_name("raw.001") == "raw.001_crclean.fits"
+    assert output_name("m51.0001.fits.gz") == "m51.0001_crclean.fits"
 
 
 # ---------------------------------------------------------------------------

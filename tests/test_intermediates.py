@@ -5,6 +5,7 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import zlib
 
 import numpy as np
 import pytest
@@ -302,3 +303,165 @@ def test_cleanup_removes_leftovers(store):
     assert store.cleanup() == 2
     assert not os.path.exists(trash) and not os.path.exists(partial)
     assert store.has_frame("f")
+
+
+# ------------------------------------------------------------------ checksums
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from crdask.io.intermediates import IntermediateDamaged, chunk_checksums  # noqa: E402
+
+
+def _chunk_files(store, name, key):
+    root = os.path.join(store.path, "frames", name, key, "c")
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+
+
+def _strip_store(tmp_path, sub="s"):
+    # 4 KiB chunks: a 64x80 float32 array is 6 strips of 12 rows, a uint8 mask 51-row strips
+    return IntermediateStore(tmp_path / sub / "intermediate.zarr", max_chunk_bytes=4096)
+
+
+def test_checksums_recorded_with_the_data(tmp_path):
+    store = _strip_store(tmp_path)
+    f = _frame(3)
+    store.write_frame("r42", **f)
+    attrs = json.load(open(os.path.join(store.path, "frames", "r42", "zarr.json")))["attributes"]
+    assert attrs["checksum"] == "crc32"
+    assert sorted(attrs["chunks"]) == ["mask", "sci", "var"]
+    sci_chunks = attrs["chunks"]["sci"]
+    assert sorted(sci_chunks) == [f"{i}.0" for i in range(6)]     # 12-row strips of 64 rows
+    want = chunk_checksums(f["sci"], (12, 80))
+    assert {cid: crc for cid, (crc, _) in sci_chunks.items()} == want
+    assert want["1.0"] == zlib.crc32(f["sci"][12:24].tobytes())
+    assert all(size == 12 * 80 * 4 for _, size in sci_chunks.values())  # edge chunk padded
+    _assert_frame_equal(store.read_frame("r42"), f)
+
+
+def test_missing_mask_chunk_is_detected(tmp_path):
+    store = _strip_store(tmp_path)
+    f = _frame(4, shape=(120, 80))           # mask: 120 rows of 80 B in 51-row strips
+    store.write_frame("r0042", **f)
+    chunks = _chunk_files(store, "r0042", "mask")
+    assert len(chunks) == 3
+    os.unlink(chunks[1])                       # .../mask/c/1/0
+    assert store.has_frame("r0042")            # cheap: metadata only (documented)
+    with pytest.raises(IntermediateDamaged) as err:
+        store.read_frame("r0042")
+    assert str(err.value) == "r0042: mask chunk 1.0 missing"
+    assert (err.value.key, err.value.chunk) == ("mask", "1.0")
+    assert isinstance(err.value, IncompleteError)           # old handlers still catch it
+    with pytest.raises(IntermediateDamaged, match="mask chunk 1.0 missing"):
+        store.open_frame("r0042")
+    # only the damaged array is refused; asking for the others still works
+    _assert_frame_equal(store.read_frame("r0042", keys=("sci", "var")),
+                        {k: f[k] for k in ("sci", "var")})
+    e2 = pickle.loads(pickle.dumps(err.value))
+    assert str(e2) == str(err.value) and e2.chunk == "1.0"
+    store.write_frame("r0042", **f)            # recomputed: valid again
+    _assert_frame_equal(store.read_frame("r0042"), f)
+
+
+def test_truncated_chunk_is_detected(tmp_path):
+    store = _strip_store(tmp_path)
+    store.write_frame("r1", **_frame(5))
+    p = _chunk_files(store, "r1", "var")[2]
+    with open(p, "r+b") as fh:
+        fh.truncate(os.path.getsize(p) // 2)
+    with pytest.raises(IntermediateDamaged, match=r"^r1: var chunk 2\.0 truncated"):
+        store.read_frame("r1")
+
+
+@pytest.mark.parametrize("key", ["sci", "mask"])
+def test_flipped_bit_is_detected(tmp_path, key):
+    store = _strip_store(tmp_path)
+    store.write_frame("r1", **_frame(6))
+    p = _chunk_files(store, "r1", key)[0]
+    data = bytearray(open(p, "rb").read())
+    data[len(data) // 2] ^= 0x04             # in the float payload / inside the Blosc stream
+    open(p, "wb").write(bytes(data))
+    want = rf"^r1: {key} (chunk 0.0 does not match|cannot be decoded)"
+    with pytest.raises(IntermediateDamaged, match=want):
+        store.read_frame("r1")
+    if key == "sci":                           # the unverified read believes it
+        assert not np.array_equal(store.read_frame("r1", verify=False)["sci"], _frame(6)["sci"])
+
+
+def test_frame_without_checksums_counts_as_damaged(tmp_path):
+    store = _strip_store(tmp_path)
+    store.write_frame("old", **_frame(7))
+    meta_path = os.path.join(store.path, "frames", "old", "zarr.json")
+    meta = json.load(open(meta_path))
+    del meta["attributes"]["chunks"]          # as an older crdask wrote it
+    json.dump(meta, open(meta_path, "w"))
+    assert store.has_frame("old")
+    with pytest.raises(IntermediateDamaged, match="without checksums"):
+        store.read_frame("old")
+
+
+def test_master_checksums(tmp_path):
+    store = _strip_store(tmp_path)
+    m = _frame(8)["sci"]
+    store.write_master("bias", m)
+    np.testing.assert_array_equal(store.read_master("bias"), m)
+    p = sorted(os.path.join(d, f) for d, _, fs in
+               os.walk(os.path.join(store.path, "masters", "bias", "data", "c")) for f in fs)[-1]
+    os.unlink(p)
+    with pytest.raises(IntermediateDamaged, match="^bias: data chunk 5.0 missing"):
+        store.read_master("bias")
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 12),
+       dtype=st.sampled_from(["f4", "f8", "u1", "i2", ">f4"]),
+       max_chunk=st.sampled_from([16, 100, 10**6]),
+       damage=st.sampled_from(["delete", "truncate", "flip", "extend"]),
+       which=st.integers(0, 10**6), byte=st.integers(0, 10**6), bit=st.integers(0, 7),
+       seed=st.integers(0, 2**16))
+def test_any_damage_is_detected_never_believed(tmp_path_factory, rows, cols, dtype,
+                                               max_chunk, damage, which, byte, bit, seed):
+    """Whatever chunk is damaged, and however, a read either raises
+    IntermediateDamaged or returns exactly the array written."""
+    rng = np.random.default_rng(seed)
+    a = (rng.normal(0, 100, (rows, cols)) if dtype[-2] == "f"
+         else rng.integers(0, 50, (rows, cols))).astype(dtype)
+    store = IntermediateStore(tmp_path_factory.mktemp("h") / "i.zarr", max_chunk_bytes=max_chunk)
+    store.write_frame("x", a=a)
+    files = _chunk_files(store, "x", "a")
+    p = files[which % len(files)]
+    data = bytearray(open(p, "rb").read())
+    if damage == "delete":
+        os.unlink(p)
+    elif damage == "truncate":
+        open(p, "wb").write(bytes(data[:byte % len(data)]))
+    elif damage == "extend":
+        open(p, "wb").write(bytes(data) + b"\0")
+    else:
+        data[byte % len(data)] ^= 1 << bit
+        open(p, "wb").write(bytes(data))
+    try:
+        got = store.read_frame("x")["a"]
+    except IntermediateDamaged as e:
+        assert str(e).startswith("x: ")
+    else:   # e.g. a flipped bit in a Blosc header flag that decoding ignores
+        assert damage == "flip"
+        np.testing.assert_array_equal(got, a)
+
+
+def test_disk_full_names_the_file_and_leaves_frame_incomplete(tmp_path):
+    from crdask.io.atomic import OutputWriteError
+    from tmpfs import small_tmpfs
+
+    mnt = tmp_path / "fs"
+    with small_tmpfs(mnt, "1m") as fs:
+        store = IntermediateStore(mnt / "intermediate.zarr")
+        store.write_frame("small", **_frame(0, shape=(16, 16)))
+        fs.fill(leave=100 * 1024)
+        with pytest.raises(OutputWriteError) as err:
+            store.write_frame("big", **_frame(1, shape=(256, 256)))   # 576 KB
+        assert "no space left on device" in str(err.value)
+        assert str(err.value).startswith(os.path.join(store.path, "frames", "big"))
+        assert "\n" not in str(err.value)
+        assert not store.has_frame("big") and store.frames() == ["small"]
+        fs.free()
+        store.write_frame("big", **_frame(1, shape=(256, 256)))
+        _assert_frame_equal(store.read_frame("big"), _frame(1, shape=(256, 256)))

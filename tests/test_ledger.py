@@ -10,6 +10,7 @@ import time
 import pytest
 
 from crdask.io.atomic import atomic_open, temp_name_for
+from crdask.io import checksums
 from crdask.pipeline import ledger as ledger_mod
 from crdask.pipeline.ledger import STAGES, Ledger, file_sha256
 
@@ -191,6 +192,7 @@ def test_sigkill_during_update_leaves_entry_intact(ledger):
 
 
 def test_unreadable_entry_counts_as_missing(ledger):
+    os.makedirs(ledger.path)
     with open(os.path.join(ledger.path, "r1.json"), "w") as fh:
         fh.write("{not json")
     assert ledger.get("r1") is None
@@ -238,8 +240,8 @@ def test_file_sha256_plain(tmp_path):
 
 def test_file_sha256_cache(ledger, tmp_path, monkeypatch):
     calls = []
-    real = ledger_mod._hash_file
-    monkeypatch.setattr(ledger_mod, "_hash_file", lambda p: calls.append(p) or real(p))
+    real = checksums.hash_file
+    monkeypatch.setattr(checksums, "hash_file", lambda p: calls.append(p) or real(p))
     p = tmp_path / "raw.fits"
     p.write_bytes(b"A" * 5000)
     _old(p)
@@ -268,8 +270,8 @@ def test_file_sha256_cache(ledger, tmp_path, monkeypatch):
 
 def test_fresh_files_are_not_cached(ledger, tmp_path, monkeypatch):
     calls = []
-    real = ledger_mod._hash_file
-    monkeypatch.setattr(ledger_mod, "_hash_file", lambda p: calls.append(p) or real(p))
+    real = checksums.hash_file
+    monkeypatch.setattr(checksums, "hash_file", lambda p: calls.append(p) or real(p))
     p = tmp_path / "being_written.fits"
     p.write_bytes(b"partial")                                     # mtime = now
     ledger.file_sha256(p)
@@ -291,3 +293,135 @@ def test_corrupt_cache_file_is_ignored(ledger, tmp_path):
     assert ledger.file_sha256(p) == hashlib.sha256(b"data").hexdigest()
     with pytest.raises(FileNotFoundError):
         ledger.file_sha256(tmp_path / "missing.fits")
+
+
+# ------------------------------------------------- provenance: closure, outputs
+def _closure(ledger, tmp_path, bias=b"bias-1"):
+    raw, mb = tmp_path / "r1.fits", tmp_path / "master_bias.fits"
+    if not raw.exists():
+        raw.write_bytes(b"raw")
+    mb.write_bytes(bias)
+    return ledger.closure(raw=raw, masters={"bias": mb})
+
+
+def test_lazy_creation_and_readonly(tmp_path):
+    out = tmp_path / "out"
+    led = Ledger(out)
+    assert led.get("r1") is None and led.entries() == [] and led.reset() == 0
+    assert not led.is_current("r1", SHA, CFG)
+    assert not out.exists()                                   # nothing created yet
+    ro = Ledger(out, readonly=True)
+    raw = tmp_path / "raw.fits"
+    raw.write_bytes(b"x")
+    _old(raw)
+    assert ro.file_sha256(raw) == hashlib.sha256(b"x").hexdigest()
+    assert not out.exists()                                   # cache not written
+    with pytest.raises(RuntimeError, match="read-only"):
+        ro.start("r1", "r1.fits", SHA, CFG)
+    assert not out.exists()
+    led.start("r1", "r1.fits", SHA, CFG)
+    assert os.path.isfile(out / "ledger" / "r1.json")
+
+
+def test_closure_covers_masters(ledger, tmp_path):
+    c1 = _closure(ledger, tmp_path)
+    assert set(c1) == {"raw", "master:bias"}
+    assert c1["master:bias"] == hashlib.sha256(b"bias-1").hexdigest()
+    e = ledger.start("r1", tmp_path / "r1.fits", c1["raw"], CFG, inputs=c1)
+    assert e["inputs"] == c1 and e["kind"] == "frame"
+    ledger.finish("r1")
+    assert ledger.is_current("r1", c1["raw"], CFG, inputs=c1)
+    c2 = _closure(ledger, tmp_path, bias=b"bias-2 with +50 ADU")   # master rebuilt
+    assert c2["raw"] == c1["raw"] and c2 != c1
+    assert not ledger.is_current("r1", c2["raw"], CFG, inputs=c2)
+    assert not ledger.is_current("r1", c1["raw"], CFG, inputs={"raw": c1["raw"]})
+    e = ledger.start("r1", tmp_path / "r1.fits", c2["raw"], CFG, inputs=c2)
+    assert e["stage"] is None                                  # progress cleared
+
+
+def test_group_entry_covers_every_member(ledger, tmp_path):
+    members = []
+    for i in range(3):
+        p = tmp_path / f"g{i}.fits"
+        p.write_bytes(f"member {i}".encode())
+        members.append(p)
+    c = ledger.closure(members=members)
+    assert sorted(c) == ["member:g0.fits", "member:g1.fits", "member:g2.fits"]
+    e = ledger.start("group-1", None, None, CFG, kind="group", inputs=c)
+    assert e["input_sha256"] == ledger_mod.closure_digest(c) and e["kind"] == "group"
+    ledger.finish("group-1")
+    assert ledger.is_current("group-1", None, CFG, inputs=c)
+    assert not ledger.is_current("group-1", None, CFG, inputs=ledger.closure(members=members[:2]))
+    members[1].write_bytes(b"member 1, edited")
+    assert not ledger.is_current("group-1", None, CFG, inputs=ledger.closure(members=members))
+    with pytest.raises(ValueError, match="frame, master, group"):
+        ledger.start("x", None, SHA, CFG, kind="night")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "replace-same"])
+def test_outputs_verified(ledger, tmp_path, damage):
+    out = tmp_path / "r1_cal.fits"
+    body = os.urandom(40000)
+    out.write_bytes(body)
+    ledger.start("r1", "r1.fits", SHA, CFG)
+    e = ledger.finish("r1", outputs=[out], cr_pixels=3)
+    rec = e["outputs"][str(out)]
+    assert rec["size"] == 40000 and rec["sha256"] == hashlib.sha256(body).hexdigest()
+    assert ledger.is_current("r1", SHA, CFG) and ledger.output_problems("r1") == []
+    assert ledger.outputs("r1") == {str(out): rec["sha256"]}
+    if damage == "truncate":
+        out.write_bytes(body[:2880])
+        want = ["size 2880, recorded 40000"]
+    elif damage == "flip":                       # same size, new mtime: re-hashed
+        b = bytearray(body)
+        b[1234] ^= 0x10
+        out.write_bytes(bytes(b))
+        os.utime(out, ns=(rec["mtime_ns"] + 10**9, rec["mtime_ns"] + 10**9))
+        want = ["SHA-256 differs"]
+    elif damage == "delete":
+        out.unlink()
+        want = ["No such file"]
+    else:                                        # same bytes, new inode: still intact
+        tmp = tmp_path / "copy"
+        tmp.write_bytes(body)
+        os.replace(tmp, out)
+        want = []
+    problems = ledger.output_problems("r1")
+    assert len(problems) == len(want)
+    for p, w in zip(problems, want):
+        assert p.startswith(str(out)) and w in p
+    assert ledger.is_current("r1", SHA, CFG) == (not want)
+    assert ledger.is_current("r1", SHA, CFG, stage="cleaned")   # earlier stages stand
+
+
+def test_full_verify_catches_surgery_with_old_mtime(ledger, tmp_path):
+    out = tmp_path / "o.fits"
+    out.write_bytes(b"A" * 5000)
+    ledger.start("r1", "r1.fits", SHA, CFG)
+    rec = ledger.finish("r1", outputs=[out])["outputs"][str(out)]
+    with open(out, "r+b") as fh:                 # in place: same inode and size
+        fh.write(b"B")
+    os.utime(out, ns=(rec["mtime_ns"], rec["mtime_ns"]))
+    assert ledger.is_current("r1", SHA, CFG)                     # stat trusted (documented)
+    assert not ledger.is_current("r1", SHA, CFG, verify="full")
+    assert ledger.is_current("r1", SHA, CFG, verify="size")
+    with pytest.raises(ValueError, match="stat, full, size"):
+        ledger.is_current("r1", SHA, CFG, verify="sometimes")
+
+
+def test_cleanup_removes_sha_cache_leftovers(ledger, tmp_path):
+    raw = tmp_path / "raw.fits"
+    raw.write_bytes(b"data")
+    _old(raw)
+    ledger.file_sha256(raw)
+    cache = os.path.join(ledger.path, "sha256")
+    left = [temp_name_for(os.path.join(cache, "abc.json")),
+            temp_name_for(os.path.join(ledger.path, "r1.json"))]
+    for p in left:
+        open(p, "w").close()
+    assert ledger.cleanup() == 2
+    assert not any(os.path.exists(p) for p in left)
+    assert len(os.listdir(cache)) == 1                           # the real cache entry stays
+    open(left[0], "w").close()
+    ledger.reset()
+    assert not os.path.exists(left[0])

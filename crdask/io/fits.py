@@ -270,15 +270,73 @@ def history_lines(words, width=72):
     return lines
 
 
+class _PlainWriter:
+    """A minimal write-only view of a file for ``HDUList.writeto``.
+
+    astropy hands a real file to ``numpy.ndarray.tofile``, which reports a
+    full disk as ``OSError: 360000 requested and 261424 written`` -- no
+    errno -- and its own error handler then fails with ``AttributeError:
+    'list' object has no attribute '_file'``. Through this object astropy
+    uses ``write()``, whose ``OSError`` keeps ``errno`` (ENOSPC, EDQUOT...),
+    so :func:`~crdask.io.atomic.atomic_open` can name the file and the cause.
+    """
+
+    mode = "wb"
+
+    def __init__(self, f):
+        self._f = f
+        self.name = getattr(f, "name", None)
+
+    def write(self, data):
+        return self._f.write(data)
+
+    def flush(self):
+        self._f.flush()
+
+    def tell(self):
+        return self._f.tell()
+
+    def seekable(self):
+        return False
+
+    @property
+    def closed(self):
+        return self._f.closed
+
+
 def write_fits_atomic(hdul, path, *, overwrite=False):
     """Write ``hdul`` to ``path`` atomically (see :mod:`crdask.io.atomic`).
 
+    Parameters
+    ----------
+    hdul : astropy.io.fits.HDUList or list of HDUs
+    path : str or os.PathLike
+        The final file name; a hidden temporary file next to it is written,
+        synced and renamed.
+    overwrite : bool
+        Replace an existing ``path``.
+
     Non-standard cards inherited from an input header are fixed where astropy
     can (``output_verify="fix+warn"``) rather than failing the whole frame.
-    Raises :class:`~crdask.io.atomic.OutputExistsError` if ``path`` exists and
-    not ``overwrite``.
+
+    Raises
+    ------
+    crdask.io.atomic.OutputExistsError
+        ``path`` exists and not ``overwrite``.
+    crdask.io.atomic.OutputWriteError
+        The system refused the write (disk full, quota, read-only, no
+        permission): one line ``path: no space left on device``; no partial
+        file and no temporary file are left.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> d = tempfile.mkdtemp()
+    >>> write_fits_atomic([fits.PrimaryHDU(np.zeros((2, 3), "f4"))], os.path.join(d, "z.fits"))
+    >>> fits.getdata(os.path.join(d, "z.fits")).shape
+    (2, 3)
     """
     if not isinstance(hdul, fits.HDUList):
         hdul = fits.HDUList(hdul)
     with atomic_open(path, overwrite=overwrite) as f:
-        hdul.writeto(f, output_verify="fix+warn")
+        hdul.writeto(_PlainWriter(f), output_verify="fix+warn")

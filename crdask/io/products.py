@@ -7,6 +7,10 @@ Layouts (all written atomically through :func:`crdask.io.fits.write_fits_atomic`
   BUNIT^2) when known; ``NFRAMES`` (uint16, frames used per pixel) when
   known; ``INPUTS`` binary table: file name, SHA-256 of the file, and any
   per-frame columns given (exposure time, scale...).
+* Write errors (disk full, quota, read-only filesystem...) raise
+  :class:`crdask.io.atomic.OutputWriteError`, one line naming the file
+  (``out/x_cal.fits: no space left on device``), and leave no partial or
+  temporary file.
 * calibrated frame: primary HDU = science data (float32, e-) with the input
   header and HISTORY naming the masters used; ``UNCERT`` = variance (e-^2)
   with ``UTYPE = 'VarianceUncertainty'``, and ``MASK`` (uint8 bit flags,
@@ -14,7 +18,6 @@ Layouts (all written atomically through :func:`crdask.io.fits.write_fits_atomic`
   variance uncertainty and (boolean) mask.
 """
 
-import hashlib
 import os
 
 import numpy as np
@@ -23,21 +26,24 @@ from astropy.table import Table
 
 from .._version import __version__
 from ..calib.bits import describe_bits
+from .checksums import hash_file
 from .fits import clean_header, history_lines, write_fits_atomic
 
 __all__ = ["sha256_of", "write_master", "write_calibrated", "read_master"]
 
 
-def sha256_of(path, block=1 << 20):
-    """Hex SHA-256 of a file's bytes (used to record and check inputs)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(block)
-            if not chunk:
-                break
-            h.update(chunk)
-    return h.hexdigest()
+def sha256_of(path):
+    """Hex SHA-256 of a file's bytes (used to record and check inputs).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "x")
+    >>> _ = open(p, "wb").write(b"abc")
+    >>> sha256_of(p)[:8]
+    'ba7816bf'
+    """
+    return hash_file(path)
 
 
 def _history(header, what, params):

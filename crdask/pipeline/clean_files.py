@@ -39,7 +39,7 @@ from astropy.io import fits
 from .._version import __version__
 from ..cosmic.lacosmic import PARAMS, lacosmic
 from ..io.atomic import OutputExistsError
-from .cluster import connect
+from ..io.naming import output_stem
 from ..io.fits import (
     FitsInputError,
     header_number,
@@ -49,6 +49,7 @@ from ..io.fits import (
     read_image,
     write_fits_atomic,
 )
+from .cluster import connect
 
 __all__ = [
     "validate_params",
@@ -70,25 +71,9 @@ def validate_params(params):
     return {p.name: full[p.name] for p in PARAMS if p.cli}
 
 
-_FITS_EXT = (".fits", ".fit", ".fts")
-_COMPRESS_EXT = (".gz", ".fz", ".bz2")
-
-
 def output_name(path, suffix="_crclean"):
-    """``dir/frame.fits.gz`` -> ``frame<suffix>.fits``."""
-    name = os.path.basename(os.fspath(path))
-    low = name.lower()
-    for ext in _COMPRESS_EXT:
-        if low.endswith(ext):
-            name, low = name[:-len(ext)], low[:-len(ext)]
-            break
-    for ext in _FITS_EXT:
-        if low.endswith(ext):
-            name = name[:-len(ext)]
-            break
-    else:
-        name = os.path.splitext(name)[0] or name
-    return f"{name}{suffix}.fits"
+    """``dir/frame.0001.fits.gz`` -> ``frame.0001<suffix>.fits`` (stem: :func:`crdask.io.naming.output_stem`)."""
+    return f"{output_stem(path)}{suffix}.fits"
 
 
 def _key(path):

@@ -13,7 +13,10 @@ the same directory, ``fsync``, ``os.replace``, directory ``fsync``; see
 
 An entry::
 
-    {"name": "r0042", "input": "/night/r0042.fits", "input_sha256": "...",
+    {"name": "r0042", "kind": "frame",   # 'frame' | 'master' | 'group'
+     "input": "/night/r0042.fits", "input_sha256": "...",
+     "inputs": {"raw": "<sha>", "master:bias": "<sha>", ...},   # the input closure
+     "outputs": {"/out/r0042_cal.fits": {"size": 1234, "sha256": "...", ...}},
      "config_hash": "...", "crdask_version": "0.1.0",
      "stage": "cleaned",          # last stage finished: None or one of STAGES
      "status": "running",         # 'running' | 'done' | 'failed'
@@ -24,17 +27,23 @@ An entry::
 
 Typical use in a frame task::
 
-    sha = ledger.file_sha256(path)
-    if ledger.is_current(name, sha, config_hash):            # done, unchanged
+    closure = ledger.closure(raw=path, masters={"bias": mb, "flat_V": mf})
+    sha = closure["raw"]
+    if ledger.is_current(name, sha, config_hash, inputs=closure):   # done, unchanged
         return
-    ledger.start(name, path, sha, config_hash)
+    ledger.start(name, path, sha, config_hash, inputs=closure)
     try:
-        if not (ledger.is_current(name, sha, config_hash, "calibrated")
-                and store.has_frame(name, ("sci", "var", "mask"))):
+        try:
+            arrays = store.read_frame(name) if ledger.is_current(
+                name, sha, config_hash, "calibrated", inputs=closure) else None
+        except IncompleteError:              # IntermediateDamaged too: recompute
+            arrays = None
+        if arrays is None:
             store.write_frame(name, **calibrate(path))
             ledger.advance(name, "calibrated")
         ...
-        ledger.finish(name, ncr=123, output=out_path)
+        write_calibrated(out_path, ...)
+        ledger.finish(name, outputs=[out_path], ncr=123)
     except Exception as err:
         ledger.fail(name, err)
 
@@ -48,41 +57,65 @@ Stages and :meth:`Ledger.is_current`
     version. :meth:`Ledger.start` keeps the stage reached by the previous
     attempt when those three are unchanged, and clears it otherwise.
 
+Provenance: the input closure and the outputs
+    An entry is "done" only while everything it was computed from is
+    unchanged and its own files are intact (DESIGN.md, Provenance):
+
+    * ``inputs`` (:meth:`Ledger.closure`) maps a label to a SHA-256 for
+      every file the result depends on: for a science frame its raw file
+      (``raw``) and every master it was calibrated with, by *the master
+      file's* checksum (``master:bias``, ``master:flat_V``...), so a rebuilt
+      master with different pixels redoes every frame that used it; for a
+      master its input frames (``input:<name>``); for an exposure group
+      every member (``member:<name>``). :meth:`Ledger.start` records it,
+      :meth:`Ledger.is_current` compares it (when given) exactly -- a
+      member added, dropped or changed all count.
+    * ``outputs``: :meth:`Ledger.finish` ``(name, outputs=[paths])`` records
+      each output's size, SHA-256 and stat data at write time;
+      :meth:`Ledger.is_current` (stage 'written') then requires every one
+      intact (:meth:`Ledger.output_problems`). Trade-off chosen: the size is
+      always checked; the SHA-256 is recomputed whenever the file's stat
+      data (mtime ns, inode, size) differ from those recorded, and always
+      with ``verify="full"``. An untouched output therefore costs one
+      ``stat`` per rerun, not a read of every output byte (a 2048^2 night of
+      hundreds of 50 MB frames); any truncation, rewrite, copy or
+      replacement is caught, and only in-place surgery that restores the
+      old mtime (the limit of the input cache below too) needs
+      ``verify="full"``.
+
+Creation is lazy
+    ``Ledger(OUT)`` creates nothing: ``OUT/ledger/`` appears with the first
+    entry or cached checksum written, so ``crdask run --dry-run`` leaves no
+    trace. ``Ledger(OUT, readonly=True)`` never writes at all (checksums are
+    computed, not cached; updates raise).
+
 Checksum cache
-    :meth:`Ledger.file_sha256` hashes an input once: the result is cached in
-    ``OUT/ledger/sha256/<key>.json``, one small file per input (so concurrent
-    workers never conflict), keyed by the file's real path, size,
-    modification time (ns), inode and device. A rerun over unchanged inputs
-    therefore reads one small JSON file per input instead of every raw byte;
-    any change to the file (content rewritten, replaced by a copy or by
-    rsync even with the old mtime kept) changes the key and triggers a new
-    hash. (Like make and git, it trusts the stat data: a file rewritten in
-    place with the same size and its old mtime put back is not noticed;
-    delete ``OUT/ledger/sha256/`` after such surgery.) A file modified less
-    than two seconds before it is hashed is hashed
-    but not cached (it may still be being written within the same timestamp
-    tick). :meth:`Ledger.reset` keeps the cache: it describes the inputs, not
-    the run.
+    :meth:`Ledger.file_sha256` hashes an input once and caches the digest in
+    ``OUT/ledger/sha256/`` (:func:`crdask.io.checksums.file_sha256`: keyed by
+    real path, size, mtime, inode, device). :meth:`Ledger.reset` keeps the
+    cache: it describes the inputs, not the run.
 """
 
 import datetime as _dt
-import hashlib
 import json
 import os
-import time
 
 from .._version import __version__
 from ..io.atomic import atomic_open, is_temp_name
+from ..io.checksums import closure_digest, describe_output, file_sha256, output_problems
 
-__all__ = ["Ledger", "STAGES", "STATUSES", "file_sha256"]
+__all__ = ["Ledger", "STAGES", "STATUSES", "KINDS", "VERIFY", "file_sha256",
+           "closure_digest"]
 
 #: Pipeline stages, in order. ``stage`` records the last one finished.
 STAGES = ("calibrated", "cleaned", "written")
 STATUSES = ("running", "done", "failed")
+#: What an entry describes.
+KINDS = ("frame", "master", "group")
+#: How :meth:`Ledger.is_current` checks recorded outputs (see module notes).
+VERIFY = ("stat", "full", "size")
 
 _SHA_DIR = "sha256"
-_CHUNK = 1 << 20
-_RACY_SECONDS = 2.0
 _MAX_ERROR = 500
 
 
@@ -136,60 +169,34 @@ def _json_default(o):
     return os.fspath(o) if isinstance(o, os.PathLike) else str(o)
 
 
-def _hash_file(path):
-    with open(path, "rb") as fh:
-        if hasattr(hashlib, "file_digest"):      # Python >= 3.11
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-        h = hashlib.sha256()
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path, cache_dir=None):
-    """SHA-256 (hex) of the file at ``path``.
-
-    With ``cache_dir``, the digest is cached there per file (see the module
-    notes): an unchanged file is not read again.
-    """
-    path = os.fspath(path)
-    if cache_dir is None:
-        return _hash_file(path)
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    key = {"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-           "ino": st.st_ino, "dev": st.st_dev}
-    fname = os.path.join(os.fspath(cache_dir),
-                         hashlib.sha256(real.encode("utf-8", "surrogateescape"))
-                         .hexdigest()[:32] + ".json")
-    try:
-        with open(fname, encoding="utf-8") as fh:
-            cached = json.load(fh)
-        if isinstance(cached, dict) and cached.get("key") == key:
-            return cached["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    digest = _hash_file(real)
-    st2 = os.stat(real)
-    unchanged = (st2.st_size, st2.st_mtime_ns, st2.st_ino) == (st.st_size, st.st_mtime_ns,
-                                                                st.st_ino)
-    if unchanged and time.time() - st.st_mtime_ns / 1e9 >= _RACY_SECONDS:
-        try:
-            os.makedirs(cache_dir, exist_ok=True)
-            with atomic_open(fname, overwrite=True, mode="w") as fh:
-                json.dump({"key": key, "sha256": digest}, fh)
-        except OSError:  # a read-only output dir only costs a re-hash next time
-            pass
-    return digest
-
-
 class Ledger:
-    """Per-frame progress records under ``out_dir/ledger/`` (see module notes)."""
+    """Per-frame, per-master and per-group records under ``out_dir/ledger/``.
 
-    def __init__(self, out_dir):
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The night's output folder; entries live in ``out_dir/ledger/``,
+        created lazily by the first write (see module notes).
+    readonly : bool
+        Never write (for ``--dry-run``): updates raise ``RuntimeError`` and
+        checksums are not cached.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> led = Ledger(tempfile.mkdtemp())
+    >>> e = led.start("r1", "r1.fits", "a" * 64, "cfg", inputs={"raw": "a" * 64})
+    >>> e = led.finish("r1")
+    >>> led.is_current("r1", "a" * 64, "cfg", inputs={"raw": "a" * 64})
+    True
+    >>> led.is_current("r1", "a" * 64, "cfg", inputs={"raw": "a" * 64, "master:bias": "b"})
+    False
+    """
+
+    def __init__(self, out_dir, *, readonly=False):
         self.out_dir = os.path.abspath(os.fspath(out_dir))
         self.path = os.path.join(self.out_dir, "ledger")
-        os.makedirs(self.path, exist_ok=True)
+        self.readonly = bool(readonly)
 
     def __repr__(self):
         return f"Ledger({self.out_dir!r})"
@@ -212,7 +219,11 @@ class Ledger:
         return entry if isinstance(entry, dict) else None
 
     def _put(self, entry):
+        if self.readonly:
+            raise RuntimeError(f"{self.path}: ledger opened read-only (dry run); "
+                               f"cannot record {entry.get('name')!r}")
         entry = _jsonable(entry)
+        os.makedirs(self.path, exist_ok=True)
         with atomic_open(self._file(entry["name"]), overwrite=True, mode="w") as fh:
             json.dump(entry, fh, indent=1, sort_keys=True)
             fh.write("\n")
@@ -233,22 +244,50 @@ class Ledger:
         return entry
 
     # ---------------------------------------------------------------- updates
-    def start(self, name, input, input_sha256, config_hash, **info):
+    def start(self, name, input, input_sha256, config_hash, *, kind="frame", inputs=None,
+              **info):
         """Begin an attempt at ``name``: status 'running', ``attempts`` + 1.
 
+        Parameters
+        ----------
+        name : str
+            Entry name (the output stem, ``"masters"``, a group label...).
+        input : str or None
+            The main input file, for the report (None for a master or group).
+        input_sha256 : str or None
+            Its SHA-256; None with ``inputs`` given: :func:`closure_digest`.
+        config_hash : str
+            Hash of the settings that shape the result.
+        kind : {'frame', 'master', 'group'}
+        inputs : dict, optional
+            The input closure ``{label: sha256}`` (:meth:`closure`).
+        **info
+            Extra JSON-able fields kept in ``info``.
+
         The stage reached by the previous attempt is kept if the input
-        checksum, config hash and crdask version are unchanged, so finished
-        stages can be skipped; otherwise it is cleared (and ``info`` too).
+        checksum, closure, config hash and crdask version are unchanged, so
+        finished stages can be skipped; otherwise it is cleared (and
+        ``info`` and the recorded outputs too).
         """
+        if kind not in KINDS:
+            raise ValueError(f"unknown ledger entry kind {kind!r}; allowed: "
+                             f"{', '.join(KINDS)}")
+        inputs = None if inputs is None else {str(k): str(v) for k, v in dict(inputs).items()}
+        if input_sha256 is None and inputs is not None:
+            input_sha256 = closure_digest(inputs)
         old = self.get(name) or {}
         same = (old.get("input_sha256") == input_sha256
                 and old.get("config_hash") == config_hash
-                and old.get("crdask_version") == __version__)
+                and old.get("crdask_version") == __version__
+                and (inputs is None or old.get("inputs") == inputs))
         now = _now()
         entry = {
             "name": name,
+            "kind": kind,
             "input": os.fspath(input) if input is not None else None,
             "input_sha256": input_sha256,
+            "inputs": inputs if inputs is not None else (old.get("inputs") if same else None),
+            "outputs": dict(old.get("outputs") or {}) if same else {},
             "config_hash": config_hash,
             "crdask_version": __version__,
             "stage": old.get("stage") if same else None,
@@ -271,9 +310,23 @@ class Ledger:
         entry["stage"] = stage
         return self._put(self._touch(entry, info))
 
-    def finish(self, name, **info):
-        """The frame is done: status 'done', stage 'written'."""
+    def finish(self, name, *, outputs=None, **info):
+        """The entry is done: status 'done', stage 'written'.
+
+        Parameters
+        ----------
+        name : str
+        outputs : iterable of str or os.PathLike, optional
+            The files this entry wrote, just written: their size, SHA-256
+            and stat data are recorded and verified by :meth:`is_current`
+            on reruns. Replaces the outputs recorded before.
+        **info
+            Extra JSON-able fields kept in ``info``.
+        """
         entry = self._require(name)
+        if outputs is not None:
+            entry["outputs"] = {os.path.abspath(os.fspath(p)): describe_output(p)
+                                for p in outputs}
         entry.update(stage=STAGES[-1], status="done", error=None)
         return self._put(self._touch(entry, info))
 
@@ -287,8 +340,9 @@ class Ledger:
         entry = self.get(name)
         if entry is None:
             now = _now()
-            entry = {"name": name, "input": None, "input_sha256": None,
-                     "config_hash": None, "crdask_version": __version__, "stage": None,
+            entry = {"name": name, "kind": "frame", "input": None, "input_sha256": None,
+                     "inputs": None, "outputs": {}, "config_hash": None,
+                     "crdask_version": __version__, "stage": None,
                      "started": now, "attempts": 1, "info": {}}
         entry.update(status="failed", error=_one_line(error))
         return self._put(self._touch(entry, info))
@@ -309,26 +363,103 @@ class Ledger:
                 out.append(entry)
         return out
 
-    def is_current(self, name, input_sha256, config_hash, stage="written"):
+    def is_current(self, name, input_sha256, config_hash, stage="written", *, inputs=None,
+                   verify="stat"):
         """True if ``name`` need not be redone up to ``stage``.
 
-        Same input checksum, config hash and crdask version, and the recorded
-        stage is at least ``stage``; for the last stage ('written') the status
-        must also be 'done'.
+        Parameters
+        ----------
+        name : str
+        input_sha256 : str or None
+            The main input's checksum now (None with ``inputs``: their
+            :func:`closure_digest`).
+        config_hash : str
+        stage : one of :data:`STAGES`
+        inputs : dict, optional
+            The input closure now (:meth:`closure`); must equal the recorded
+            one exactly. Omitted: only ``input_sha256`` is compared (old
+            callers).
+        verify : one of :data:`VERIFY`
+            How recorded outputs are checked for stage 'written' (module
+            notes): 'stat' (default), 'full' (always SHA-256) or 'size'.
+
+        Same input checksum (and closure), config hash and crdask version,
+        and the recorded stage is at least ``stage``; for the last stage
+        ('written') the status must also be 'done' and every recorded output
+        intact.
         """
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; allowed: {', '.join(STAGES)}")
+        if verify not in VERIFY:
+            raise ValueError(f"unknown verify mode {verify!r}; allowed: {', '.join(VERIFY)}")
+        if inputs is not None:
+            inputs = {str(k): str(v) for k, v in dict(inputs).items()}
+            if input_sha256 is None:
+                input_sha256 = closure_digest(inputs)
         entry = self.get(name)
         if entry is None:
             return False
         if (entry.get("input_sha256") != input_sha256 or input_sha256 is None
                 or entry.get("config_hash") != config_hash
-                or entry.get("crdask_version") != __version__):
+                or entry.get("crdask_version") != __version__
+                or (inputs is not None and entry.get("inputs") != inputs)):
             return False
         reached = entry.get("stage")
         if reached not in STAGES or STAGES.index(reached) < STAGES.index(stage):
             return False
-        return stage != STAGES[-1] or entry.get("status") == "done"
+        if stage != STAGES[-1]:
+            return True
+        return entry.get("status") == "done" and not output_problems(entry.get("outputs"), verify)
+
+    def output_problems(self, name, verify="stat"):
+        """Why the recorded outputs of ``name`` are not intact: a list of lines.
+
+        ``[]`` when every output recorded by :meth:`finish` has its size and
+        SHA-256 (checked as ``verify`` says, see :meth:`is_current`); one
+        line per problem otherwise, e.g. ``'/out/r1_cal.fits: size 2880,
+        recorded 31680'``. An entry without recorded outputs has none.
+        """
+        entry = self.get(name)
+        if entry is None:
+            return [f"{name}: no ledger entry"]
+        return output_problems(entry.get("outputs"), verify)
+
+    def outputs(self, name):
+        """``{path: sha256}`` of the outputs ``name`` recorded (empty if none)."""
+        entry = self.get(name) or {}
+        return {p: r.get("sha256") for p, r in (entry.get("outputs") or {}).items()}
+
+    def closure(self, *, raw=None, masters=None, members=None, files=None):
+        """An input closure ``{label: sha256}``, hashed through the cache.
+
+        Parameters
+        ----------
+        raw : path, optional
+            A frame's raw file -> label ``raw``.
+        masters : dict, optional
+            ``{key: path}`` of the masters used (``bias``, ``dark``,
+            ``flat_V``, ``bpm``) -> labels ``master:<key>``, by the master
+            file's checksum.
+        members : iterable of paths, optional
+            A group's member raw files -> ``member:<basename>``.
+        files : iterable of paths, optional
+            A master's input frames -> ``input:<basename>``.
+
+        Returns
+        -------
+        dict
+            Pass it as ``inputs=`` to :meth:`start` and :meth:`is_current`.
+        """
+        out = {}
+        if raw is not None:
+            out["raw"] = self.file_sha256(raw)
+        for key, p in sorted((masters or {}).items()):
+            if p is not None:
+                out[f"master:{key}"] = self.file_sha256(p)
+        for label, group in (("member", members), ("input", files)):
+            for p in group or ():
+                out[f"{label}:{os.path.basename(os.fspath(p))}"] = self.file_sha256(p)
+        return out
 
     def reset(self):
         """Remove every entry (``crdask run --restart``); returns how many.
@@ -337,16 +468,41 @@ class Ledger:
         Leftover temporary files of killed writers are removed too.
         """
         n = 0
-        for fname in os.listdir(self.path):
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return 0
+        for fname in names:
             p = os.path.join(self.path, fname)
-            if (fname.endswith(".json") and not fname.startswith(".")) or is_temp_name(fname):
+            if fname.endswith(".json") and not fname.startswith("."):
                 try:
                     os.unlink(p)
                 except (FileNotFoundError, IsADirectoryError):
                     continue
-                n += not is_temp_name(fname)
+                n += 1
+        self.cleanup()
         return n
+
+    def cleanup(self):
+        """Remove hidden ``.*.tmp`` leftovers of killed writers in ``ledger/`` and
+        ``ledger/sha256/``; returns how many. Call only while no writer runs
+        (before a run's tasks start)."""
+        removed = 0
+        for d in (self.path, os.path.join(self.path, _SHA_DIR)):
+            try:
+                names = os.listdir(d)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for fname in names:
+                if is_temp_name(fname):
+                    try:
+                        os.unlink(os.path.join(d, fname))
+                    except (FileNotFoundError, IsADirectoryError):
+                        continue
+                    removed += 1
+        return removed
 
     def file_sha256(self, path):
         """SHA-256 of ``path``, cached in ``ledger/sha256/`` (see module notes)."""
-        return file_sha256(path, cache_dir=os.path.join(self.path, _SHA_DIR))
+        return file_sha256(path, cache_dir=os.path.join(self.path, _SHA_DIR),
+                           write_cache=not self.readonly)

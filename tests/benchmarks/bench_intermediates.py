@@ -10,6 +10,11 @@ them alike:
 * ``fits`` (the anchor): ``astropy.io.fits.HDUList.writeto`` of a primary HDU
   and two image extensions, then ``fits.open(memmap=False)`` and the data as
   native-endian numpy arrays (what a pipeline step needs);
+* ``crdask_unverified``: the same store read with ``verify=False`` (no chunk
+  size or CRC-32 checks), to show what verification costs on reading; the
+  CRC-32 computed on writing is timed on its own
+  (``intermediates.chunk_checksums`` over the frame's chunks) and reported as
+  the write-side cost;
 * ``zarr_default``: a Zarr 3 group with ``create_array`` defaults (zstd,
   automatic chunks), i.e. what the issue measured.
 
@@ -67,6 +72,22 @@ class Crdask:
 
     def remove(self, i):
         self.store.delete_frame(f"f{i}")
+
+
+class CrdaskUnverified(Crdask):
+    label = "crdask, read unverified"
+
+    def read(self, i):
+        return self.store.read_frame(f"f{i}", verify=False)
+
+
+def checksum_seconds(arrays):
+    """Time of the CRC-32s a write computes (the same chunking as the store)."""
+    from crdask.io.intermediates import MAX_CHUNK_BYTES, chunk_checksums, chunk_shape_for
+    t0 = time.perf_counter()
+    for a in arrays.values():
+        chunk_checksums(a, chunk_shape_for(a.shape, a.dtype.itemsize, MAX_CHUNK_BYTES))
+    return time.perf_counter() - t0
 
 
 class Fits:
@@ -145,7 +166,7 @@ def main(argv=None):
     mb = sum(a.nbytes for a in arrays.values()) / 1e6
     d = tempfile.mkdtemp(prefix="bench_intermediates_", dir=args.dir)
     try:
-        methods = [Crdask(d), Fits(d), ZarrDefault(d)]
+        methods = [Crdask(d), CrdaskUnverified(os.path.join(d, "u")), Fits(d), ZarrDefault(d)]
         # warm-up (imports, event loop, page cache) and correctness check
         for m in methods:
             m.write(-1, arrays)
@@ -154,7 +175,9 @@ def main(argv=None):
                 if not np.array_equal(out[k], a) or out[k].dtype != a.dtype:
                     raise SystemExit(f"{m.label}: {k} did not round-trip")
         times = {m.label: {"write": [], "read": [], "total": []} for m in methods}
+        crc_times = []
         for r in range(args.repeats):
+            crc_times.append(checksum_seconds(arrays))
             order = methods if r % 2 == 0 else methods[::-1]
             for m in order:
                 t0 = time.perf_counter()
@@ -191,12 +214,18 @@ def main(argv=None):
     c, z = med[Crdask.label]["total"], med[ZarrDefault.label]["total"]
     print(f"crdask store is {ref / c:.2f}x the speed of FITS and {z / c:.2f}x that of "
           "zarr defaults (write + read)")
+    crc = bc.median(crc_times)
+    vread = med[Crdask.label]["read"] - med[CrdaskUnverified.label]["read"]
+    print(f"verification cost: CRC-32 on write {crc * 1e3:.1f} ms, checks on read "
+          f"{vread * 1e3:+.1f} ms (verified - unverified read) = "
+          f"{(crc + vread) / c * 100:.0f} % of the store's write + read")
     bc.emit_json({
         "benchmark": "intermediates", "shape": [args.shape, args.shape], "mb": mb,
         "repeats": args.repeats, "zarr": zarr.__version__,
         "median_s": med, "ratio_to_fits": {k: v["total"] / ref for k, v in med.items()},
         "mb_per_s": {k: mb / v["total"] for k, v in med.items()},
         "disk_mb": sizes, "peak_mem_mb": peaks, "machine": info,
+        "verify_cost_s": {"write_crc32": crc, "read_checks": vread},
     })
 
 
