@@ -337,13 +337,15 @@ def calibrate_cmd(ctx, directory, out_dir, hdu, overscan, trim, gain, readnoise,
 def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
     """run_night with the CLI's error handling: one line and exit 1 for a
     cluster, disk or workflow problem."""
+    from .io.atomic import UnsafeOutputError
+    from .io.naming import StemCollisionError
     from .pipeline.config import WorkflowError
     from .pipeline.night import run_night
 
     try:
         result = run_night(wf, restart=restart, log=click.echo, progress=progress,
                            performance_report=performance_report)
-    except (ClusterError, WorkflowError) as e:
+    except (ClusterError, WorkflowError, UnsafeOutputError, StemCollisionError) as e:
         click.echo(f"crdask: error: {e}", err=True)
         ctx.exit(EXIT_USAGE)
     except OSError as e:
@@ -404,7 +406,13 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
     if overrides:  # command-line execution settings win over the file's
         wf = dataclasses.replace(wf, execution=dataclasses.replace(wf.execution, **overrides))
     if dry_run:
-        plan = plan_night(wf)
+        from .io.atomic import UnsafeOutputError
+        from .io.naming import StemCollisionError
+        try:
+            plan = plan_night(wf)
+        except (WorkflowError, UnsafeOutputError, StemCollisionError) as e:
+            click.echo(f"crdask: error: {e}", err=True)
+            ctx.exit(EXIT_USAGE)
         click.echo(f"workflow {workflow} -> {wf.output}")
         click.echo(f"{len(plan['catalog'])} input files; masters: {plan['masters']}")
         for label, count in plan["groups"].items():

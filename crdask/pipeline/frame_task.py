@@ -33,7 +33,10 @@ import numpy as np
 from ..calib import bits
 from ..calib.calibrate import calibrate_frame
 from ..cosmic.registry import get_method, load_plugins
-from ..io.intermediates import IntermediateStore
+from ..io.atomic import OutputRoot
+from ..io.checksums import closure_digest
+from ..io.intermediates import IncompleteError, IntermediateStore
+from ..io.naming import output_stem
 from ..io.products import read_master, write_calibrated
 from .calibration import FrameRejected, electrons
 from .config import config_hash, load_workflow
@@ -49,14 +52,14 @@ UNUSABLE_BITS = bits.BAD | bits.NONFINITE | bits.FLAT_INVALID | bits.SATURATED
 
 def frame_stem(path):
     """Output stem of a raw file: its name without FITS/compression suffixes
-    (``m51.0001.fits.gz`` -> ``m51.0001``)."""
-    from .clean_files import output_name
-    return output_name(path, "")[:-len(".fits")]
+    (``m51.0001.fits.gz`` -> ``m51.0001``; :func:`crdask.io.naming.output_stem`)."""
+    return output_stem(path)
 
 
 def calibrated_output(out_dir, path):
-    """Path of a science frame's calibrated product."""
-    return os.path.join(os.fspath(out_dir), f"{frame_stem(path)}_cal.fits")
+    """Path of a science frame's calibrated product, through the output
+    root's gate (never outside ``out_dir``, never the raw file itself)."""
+    return str(OutputRoot(out_dir, inputs=[path]).path(f"{frame_stem(path)}_cal.fits"))
 
 
 def unusable(mask):
@@ -133,7 +136,7 @@ def _calibrate(path, wf, prep, master_paths, exptime, filt):
     return cal.sci, cal.var, cal.mask
 
 
-def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs_sha256,
+def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
                           method=None, stop_after=None, threads=1):
     """Calibrate, clean and write one science frame; record stages in the ledger.
 
@@ -143,8 +146,9 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs_
     wf_dict : dict, the workflow (``Workflow.to_dict()``).
     master_paths : dict, master key -> FITS path.
     exptime : float, s; filt : str, the frame's filter.
-    inputs_sha256 : str
-        Checksum of everything the output depends on besides the settings:
+    inputs : dict
+        The input closure (:meth:`~crdask.pipeline.ledger.Ledger.closure`):
+        checksums of everything the output depends on besides the settings,
         the raw file and the masters it is calibrated with.
     method : str, optional
         The frame method to clean with (default: the workflow's method if
@@ -162,6 +166,7 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs_
     wf = load_workflow(wf_dict)
     load_plugins(wf.plugins)
     stem = frame_stem(path)
+    digest = closure_digest(inputs)
     ledger = Ledger(wf.output)
     summary = {"file": os.path.basename(path), "status": "failed", "stage": None,
                "seconds": 0.0, "cr_pixels": None, "output": None, "error": None}
@@ -170,8 +175,7 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs_
         h_all = config_hash(wf, "cosmics")
         prev = ledger.get(stem)
         out = calibrated_output(wf.output, path)
-        if stop_after is None and ledger.is_current(stem, inputs_sha256, h_all) \
-                and os.path.exists(out):
+        if stop_after is None and ledger.is_current(stem, None, h_all, inputs=inputs):
             info = (prev or {}).get("info") or {}   # e.g. a result lost with its worker
             summary.update(status="done", stage="written", cr_pixels=info.get("cr_pixels"),
                            output=out, seconds=time.perf_counter() - t0,
@@ -180,14 +184,19 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs_
         store = IntermediateStore(wf.output / "intermediate.zarr") \
             if (wf.execution.intermediates or stop_after) else None
         reuse = (store is not None and prev is not None and store.has_frame(stem)
-                 and prev.get("input_sha256") == inputs_sha256
+                 and prev.get("input_sha256") == digest
                  and (prev.get("info") or {}).get("calib_hash") == h_cal
                  and prev.get("stage") is not None)
-        ledger.start(stem, str(path), inputs_sha256, h_all)
+        ledger.start(stem, str(path), None, h_all, inputs=inputs)
         setup = wf.calib_setup()
         prep = electrons(path, setup, exptime)
+        arrays = None
         if reuse:
-            arrays = store.read_frame(stem)
+            try:
+                arrays = store.read_frame(stem)
+            except IncompleteError as e:   # a damaged chunk: recompute from raw
+                summary["note"] = f"intermediate not used ({e}); recomputed from raw"
+        if arrays is not None:
             sci, var, mask = arrays["sci"], arrays["var"], arrays["mask"]
         else:
             sci, var, mask = _calibrate(path, wf, prep, master_paths, exptime, filt)
@@ -217,7 +226,8 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs_
         quality = score_frame(wf.truth, os.path.basename(path), mask) \
             if wf.truth and ncr is not None else {}
         seconds = time.perf_counter() - t0
-        ledger.finish(stem, cr_pixels=ncr, output=out, seconds=seconds, **quality)
+        ledger.finish(stem, outputs=[out], cr_pixels=ncr, output=out, seconds=seconds,
+                      **quality)
         summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
                        output=out, **quality)
     except Exception as e:  # one bad frame must not stop the night

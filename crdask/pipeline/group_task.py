@@ -24,6 +24,8 @@ from astropy.io import fits
 
 from ..calib import bits
 from ..cosmic.registry import get_method, load_plugins
+from ..io.atomic import OutputRoot
+from ..io.checksums import closure_digest
 from ..io.fits import write_fits_atomic
 from ..io.intermediates import IntermediateStore
 from ..io.products import write_calibrated
@@ -33,7 +35,7 @@ from .frame_task import calibrated_output, clean_frame, frame_stem, master_histo
 from .ledger import Ledger
 from .quality import score_frame
 
-__all__ = ["process_group", "group_entry", "product_path"]
+__all__ = ["process_group", "group_entry", "group_inputs", "product_path"]
 
 
 def group_entry(label):
@@ -42,8 +44,14 @@ def group_entry(label):
 
 
 def product_path(out_dir, label, product):
-    """Path of a group's combined product."""
-    return os.path.join(os.fspath(out_dir), f"{label}_{product}.fits")
+    """Path of a group's combined product (through the output root's gate)."""
+    return str(OutputRoot(out_dir).path(f"{label}_{product}.fits"))
+
+
+def group_inputs(members):
+    """A group's input closure: every member's own closure digest (its raw
+    file and the masters it was calibrated with)."""
+    return {f"member:{frame_stem(m['path'])}": closure_digest(m["inputs"]) for m in members}
 
 
 def _write_product(path, value, header, history):
@@ -71,10 +79,10 @@ def process_group(label, members, wf_dict, master_paths, group_sha256, member_re
     label : str, the group's label.
     members : list of dict
         One per member, in time order: ``path``, ``exptime``, ``filter``,
-        ``inputs_sha256``.
+        ``inputs`` (the member's input closure).
     wf_dict : dict, the workflow (``Workflow.to_dict()``).
     master_paths : dict, master key -> FITS path.
-    group_sha256 : str, checksum over the members' inputs.
+    group_sha256 : str, checksum over the members' input closures.
     member_results : list of dict
         The members' frame-task summaries (status 'calibrated' when ready).
     threads : int, threads the method may use.
@@ -97,7 +105,8 @@ def process_group(label, members, wf_dict, master_paths, group_sha256, member_re
     try:
         method = get_method(cos.method, "group")
         h_all = config_hash(wf, "cosmics")
-        ledger.start(name, f"group {label}", group_sha256, h_all)
+        ledger.start(name, None, group_sha256, h_all, kind="group",
+                     inputs=group_inputs(members))
         store = IntermediateStore(wf.output / "intermediate.zarr")
         setup = wf.calib_setup()
         frames = []
@@ -143,7 +152,8 @@ def process_group(label, members, wf_dict, master_paths, group_sha256, member_re
             quality = score_frame(wf.truth, os.path.basename(m["path"]), mask) \
                 if wf.truth else {}
             stem = frame_stem(m["path"])
-            ledger.finish(stem, cr_pixels=ncr, output=out, group=label, **quality)
+            ledger.finish(stem, outputs=[out], cr_pixels=ncr, output=out, group=label,
+                          **quality)
             result["members"].append({"file": os.path.basename(m["path"]), "status": "done",
                                       "stage": "written", "cr_pixels": ncr, "output": out,
                                       "error": None, "seconds": 0.0, **quality})
@@ -154,7 +164,9 @@ def process_group(label, members, wf_dict, master_paths, group_sha256, member_re
                            [*words, f"group {label}: " + " ".join(names)])
             result["products"][product] = path
         seconds = time.perf_counter() - t0
-        ledger.finish(name, members=[frame_stem(m["path"]) for m, _, _ in frames],
+        ledger.finish(name, outputs=[s["output"] for s in result["members"]
+                                     if s.get("output")] + list(result["products"].values()),
+                      members=[frame_stem(m["path"]) for m, _, _ in frames],
                       products=result["products"], seconds=seconds)
         for s in result["members"]:
             s["seconds"] = s["seconds"] or round(seconds / max(len(frames), 1), 3)
@@ -205,7 +217,8 @@ def _fallback(frames, wf, master_paths, ledger, threads, why):
         write_calibrated(path, clean, a["var"], mask, header=header, history=history,
                          overwrite=True)
         quality = score_frame(wf.truth, os.path.basename(m["path"]), mask) if wf.truth else {}
-        ledger.finish(stem, cr_pixels=ncr, output=path, fallback=cos.fallback, **quality)
+        ledger.finish(stem, outputs=[path], cr_pixels=ncr, output=path, fallback=cos.fallback,
+                      **quality)
         out.append({"file": os.path.basename(m["path"]), "status": "done", "stage": "written",
                     "cr_pixels": ncr, "output": path, "error": None, "seconds": 0.0,
                     "method": cos.fallback, "note": why, **quality})

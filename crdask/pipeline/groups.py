@@ -24,12 +24,11 @@ Example
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-__all__ = ["ExposureGroup", "group_exposures", "group_checksum"]
+__all__ = ["ExposureGroup", "group_exposures"]
 
 
 @dataclass(frozen=True)
@@ -117,13 +116,3 @@ def group_exposures(infos, grouping):
         seen[base] = seen.get(base, 0) + 1
         out.append(ExposureGroup(f"{base}_{seen[base]:02d}", tuple(run)))
     return out
-
-
-def group_checksum(member_checksums):
-    """One checksum over a group's members (``{stem: inputs checksum}``):
-    a changed, added or removed member changes it."""
-    h = hashlib.sha256()
-    for stem in sorted(member_checksums):
-        h.update(stem.encode("utf-8", "surrogateescape") + b"\0")
-        h.update(str(member_checksums[stem]).encode() + b"\0")
-    return h.hexdigest()

@@ -6,17 +6,15 @@ intermediates), and recorded in the ledger under ``masters`` with a checksum
 of all their inputs and the hash of the settings that shape them. A rerun
 with the same inputs and settings reuses them.
 
-:func:`masters_checksum` is also part of every science frame's input
-checksum: a science product counts as done only while the masters it was
-calibrated with are unchanged.
+The checksums of the master *files* are part of every science frame's
+input closure: a science product counts as done only while the masters it
+was calibrated with are unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
-from pathlib import Path
 
 from ..io.catalog import Catalog
 from ..io.intermediates import IntermediateStore
@@ -25,7 +23,7 @@ from .calibration import build_masters, write_masters
 from .config import config_hash
 from .ledger import Ledger
 
-__all__ = ["MASTER_KEY", "calibration_frames", "masters_checksum", "masters_current",
+__all__ = ["MASTER_KEY", "calibration_frames", "masters_inputs", "masters_current",
            "masters_step"]
 
 #: Ledger entry of the masters.
@@ -38,28 +36,16 @@ def calibration_frames(catalog):
     return [i for i in catalog.frames if i.frame_type in CALIBRATION_TYPES and not i.error]
 
 
-def masters_checksum(ledger, infos, wf=None):
-    """One checksum over the calibration frames (names and contents) and,
-    given the workflow, the settings that shape the masters."""
-    h = hashlib.sha256()
-    for info in sorted(infos, key=lambda i: i.path):
-        h.update(os.path.basename(info.path).encode())
-        h.update(ledger.file_sha256(info.path).encode())
-    if wf is not None:
-        h.update(config_hash(wf, "masters").encode())
-    return h.hexdigest()
+def masters_inputs(ledger, infos):
+    """The masters' input closure: every calibration frame by checksum."""
+    return ledger.closure(files=sorted(i.path for i in infos))
 
 
 def masters_current(wf, ledger, calib_infos):
     """True if the recorded masters were built from these frames and
-    settings and their files still exist."""
-    entry = ledger.get(MASTER_KEY)
-    if not entry:
-        return False
-    paths = (entry.get("info") or {}).get("paths", {})
-    return (ledger.is_current(MASTER_KEY, masters_checksum(ledger, calib_infos),
-                              config_hash(wf, "masters"))
-            and bool(paths) and all(Path(p).exists() for p in paths.values()))
+    settings and their files are intact (sizes and checksums recorded)."""
+    return ledger.is_current(MASTER_KEY, None, config_hash(wf, "masters"),
+                             inputs=masters_inputs(ledger, calib_infos))
 
 
 def masters_step(wf, ledger: Ledger, catalog, log):
@@ -83,8 +69,8 @@ def masters_step(wf, ledger: Ledger, catalog, log):
         return ({k: {"path": p, "inputs": info.get("inputs", {}).get(k, []),
                      "status": "reused"} for k, p in info["paths"].items()},
                 info["paths"], rejected)
-    ledger.start(MASTER_KEY, "calibration frames", masters_checksum(ledger, calib),
-                 config_hash(wf, "masters"))
+    ledger.start(MASTER_KEY, None, None, config_hash(wf, "masters"), kind="master",
+                 inputs=masters_inputs(ledger, calib))
     t = time.perf_counter()
     sub = Catalog(frames=calib, keymap=catalog.keymap)
     masters = build_masters(sub, wf.calib_setup(), rejected)
@@ -100,7 +86,8 @@ def masters_step(wf, ledger: Ledger, catalog, log):
         for key, p in paths.items():
             data, _, _, _ = read_master(p)
             store.write_master(key, data)
-    ledger.finish(MASTER_KEY, paths=paths, inputs=inputs, rejected=rejected,
+    ledger.finish(MASTER_KEY, outputs=list(paths.values()), paths=paths, inputs=inputs,
+                  rejected=rejected,
                   seconds=time.perf_counter() - t)
     log(f"crdask: masters built in {time.perf_counter() - t:.1f} s: {', '.join(paths)}")
     return ({k: {"path": p, "inputs": inputs.get(k, []), "status": "done"}

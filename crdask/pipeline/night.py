@@ -24,7 +24,6 @@ group (group methods) -> report.
 """
 
 import contextlib
-import hashlib
 import os
 import platform
 import shutil
@@ -39,19 +38,22 @@ import numpy as np
 from .._version import __version__
 from ..cosmic.registry import get_method
 from ..io.catalog import build_catalog
+from ..io.atomic import check_output_root, is_inside
+from ..io.checksums import closure_digest
 from ..io.intermediates import IntermediateStore
+from ..io.naming import check_stems
 from .calibration import check_frames
 from .cluster import ClusterError, connect
 from .config import Workflow, config_hash, load_workflow
 from .frame_task import calibrated_output, frame_stem, process_science_frame
-from .group_task import group_entry, process_group
-from .groups import group_checksum, group_exposures
+from .group_task import group_entry, group_inputs, process_group
+from .groups import group_exposures
 from .ledger import Ledger
 from .masters_step import calibration_frames, masters_current, masters_step
 from .quality import QUALITY_KEYS, cr_summary
 from .report_previews import LivePreviews
 
-__all__ = ["run_night", "plan_night", "NightRun"]
+__all__ = ["run_night", "plan_night", "night_inputs", "NightRun", "frame_inputs"]
 
 #: Master files a science frame of filter ``f`` is calibrated with.
 _MASTER_KEYS = ("bias", "dark", "bpm")
@@ -76,14 +78,12 @@ class NightRun:
 
 
 def frame_inputs(ledger, path, filt, master_paths):
-    """Checksum of what a science frame's product depends on besides the
-    settings: its raw file and the master files it is calibrated with."""
-    h = hashlib.sha256(ledger.file_sha256(path).encode())
-    for key in (*_MASTER_KEYS, f"flat_{filt}"):
-        p = master_paths.get(key)
-        if p and os.path.exists(p):
-            h.update(f"|{key}={ledger.file_sha256(p)}".encode())
-    return h.hexdigest()
+    """The input closure of a science frame's product (what it depends on
+    besides the settings): its raw file and the master files it is
+    calibrated with, by checksum."""
+    used = {key: master_paths[key] for key in (*_MASTER_KEYS, f"flat_{filt}")
+            if master_paths.get(key) and os.path.exists(master_paths[key])}
+    return ledger.closure(raw=path, masters=used)
 
 
 # --- planning ---------------------------------------------------------------------
@@ -95,6 +95,23 @@ def _current_master_paths(wf, ledger, catalog):
     return dict((ledger.get("masters") or {}).get("info", {}).get("paths", {}))
 
 
+def night_inputs(wf):
+    """The night's input files, checked before anything is written: the
+    output folder must not be an input folder or hold inputs, files inside
+    the output folder are never inputs (a rerun must not catalogue its own
+    outputs), and no two inputs may share an output stem.
+
+    Raises ``WorkflowError`` (missing folder, empty glob),
+    ``UnsafeOutputError`` or ``StemCollisionError``, each one line naming
+    the workflow file and key or the files.
+    """
+    files = [f for f in wf.input_files() if not is_inside(f, wf.output)]
+    where = [wf.inputs.directory] if wf.inputs.directory is not None else files
+    check_output_root(wf.output, where, what=f"{wf.source}: output")
+    check_stems(files)
+    return files
+
+
 def plan_night(wf, ledger=None):
     """What a run would do, without doing it (nothing is written).
 
@@ -104,8 +121,8 @@ def plan_night(wf, ledger=None):
     ``exposure_groups`` (label -> member files) and ``masters`` ('reuse' |
     'build' | 'none').
     """
-    catalog = build_catalog(wf.input_files(), wf.keymap(), hdu=wf.inputs.hdu)
-    ledger = ledger or Ledger(wf.output)
+    catalog = build_catalog(night_inputs(wf), wf.keymap(), hdu=wf.inputs.hdu)
+    ledger = ledger or Ledger(wf.output, readonly=True)
     h_all = config_hash(wf, "cosmics")
     calib = calibration_frames(catalog)
     master_paths = _current_master_paths(wf, ledger, catalog)
@@ -128,9 +145,8 @@ def plan_night(wf, ledger=None):
         stem = frame_stem(info.path)
         entry = ledger.get(stem)
         current = (master_paths is not None or masters == "none") and entry is not None \
-            and ledger.is_current(stem, frame_inputs(ledger, info.path, info.filter,
-                                                     master_paths or {}), h_all) \
-            and os.path.exists(calibrated_output(wf.output, info.path))
+            and ledger.is_current(stem, None, h_all, inputs=frame_inputs(
+                ledger, info.path, info.filter, master_paths or {}))
         if entry is None:
             state = "todo"
         elif entry.get("status") == "failed":
@@ -175,15 +191,14 @@ def _submit_science(client, wf, ledger, infos, master_paths, threads, resources)
     inputs = {i.path: frame_inputs(ledger, i.path, i.filter, master_paths) for i in infos}
 
     def frame(info, **kw):
-        key = f"frame-{frame_stem(info.path)}-{inputs[info.path][:12]}"
+        key = f"frame-{frame_stem(info.path)}-{closure_digest(inputs[info.path])[:12]}"
         return client.submit(process_science_frame, info.path, wf_dict, master_paths,
-                             info.exptime, info.filter, inputs_sha256=inputs[info.path],
+                             info.exptime, info.filter, inputs=inputs[info.path],
                              threads=threads, key=key + ("-cal" if kw else ""), **kw,
                              **submit)
 
     def done(info):
-        return ledger.is_current(frame_stem(info.path), inputs[info.path], h_all) \
-            and os.path.exists(calibrated_output(wf.output, info.path))
+        return ledger.is_current(frame_stem(info.path), None, h_all, inputs=inputs[info.path])
 
     singles = list(infos)
     if cos.enabled and cos.kind == "group":
@@ -193,8 +208,11 @@ def _submit_science(client, wf, ledger, infos, master_paths, threads, resources)
             if len(g.members) < need:
                 singles.extend(g.members)
                 continue
-            sha = group_checksum({frame_stem(m.path): inputs[m.path] for m in g.members})
-            if ledger.is_current(group_entry(g.label), sha, h_all) \
+            members = [{"path": m.path, "exptime": m.exptime, "filter": m.filter,
+                        "inputs": inputs[m.path]} for m in g.members]
+            sha = closure_digest(group_inputs(members))
+            if ledger.is_current(group_entry(g.label), sha, h_all,
+                                 inputs=group_inputs(members)) \
                     and all(done(m) for m in g.members):
                 skipped.extend({**_skipped(ledger, wf, m), "cosmics_group": g.label}
                                for m in g.members)
@@ -206,8 +224,6 @@ def _submit_science(client, wf, ledger, infos, master_paths, threads, resources)
                                                    for m in g.members]})
                 continue
             cal = [frame(m, stop_after="calibrated") for m in g.members]
-            members = [{"path": m.path, "exptime": m.exptime, "filter": m.filter,
-                        "inputs_sha256": inputs[m.path]} for m in g.members]
             fut = client.submit(process_group, g.label, members, wf_dict, master_paths, sha,
                                 cal, threads=threads, key=f"group-{g.label}-{sha[:12]}",
                                 **submit)
@@ -291,7 +307,7 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None,
 
     wf = config if isinstance(config, Workflow) else load_workflow(config)
     t0, started = time.perf_counter(), _now()
-    wf.input_files()   # a missing folder or an empty glob: one line, nothing created
+    night_inputs(wf)   # a bad folder, glob or output root: one line, nothing created
     out = Path(wf.output)
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out)
@@ -405,6 +421,7 @@ def _remove_leftovers(out):
                     p.unlink(missing_ok=True)
     if (out / "intermediate.zarr").exists():
         IntermediateStore(out / "intermediate.zarr").cleanup()
+    Ledger(out).cleanup()
 
 
 def _group_label(info):
