@@ -175,7 +175,10 @@ def electrons(path, setup, exptime=None):
     notes = []
     gain = _header_number(header, setup.keymap.gain_keys, setup.gain, "gain", path, setup)
     if not gain > 0:
-        raise FrameRejected(f"{_where(path, setup)}: gain must be > 0, got {gain}")
+        key = "instrument.gain" if setup.gain is not None else next(
+            (k for k in setup.keymap.gain_keys if k in header), "gain")
+        raise FrameRejected(f"{_where(path, setup)} {key}: gain must be > 0 e-/ADU, "
+                            f"got {gain}")
     rn = _header_number(header, setup.keymap.rdnoise_keys, setup.readnoise, "read noise",
                         path, setup)
     satlevel = setup.saturation
@@ -234,6 +237,9 @@ def check_frames(infos, kind, setup, rejected):
             rejected.append((info.path, info.error))
         elif kind in ("dark", "flat", "science") and info.exptime is None:
             rejected.append((info.path, f"{where} EXPTIME: missing or not a number"))
+        elif kind in ("flat", "science") and not info.exptime >= 0:
+            rejected.append((info.path, f"{where} EXPTIME: exposure time must be >= 0, "
+                                        f"got {info.exptime}"))
         elif kind == "dark" and not info.exptime > 0:
             rejected.append((info.path, f"{where} EXPTIME: dark exposure time must be > 0, "
                                         f"got {info.exptime}"))

@@ -42,7 +42,18 @@ def _adu_frames(infos, setup, rejected):
         except FrameRejected as e:
             rejected.append((info.path, str(e)))
     arrays = dask.compute(*[p.data for p in preps])
-    return [np.asarray(a) for a in arrays], [p.path for p in preps], [p.header for p in preps]
+    kept = []
+    for p, a in zip(preps, arrays):
+        a = np.asarray(a)
+        ny, nx = a.shape
+        centre = a[ny // 4:ny - ny // 4 or None, nx // 4:nx - nx // 4 or None]
+        if not np.isfinite(centre).all():   # photon transfer needs every pixel
+            rejected.append((p.path, f"{p.path}: {int((~np.isfinite(centre)).sum())} "
+                                     "non-finite pixels in the frame's centre (NaN/inf); "
+                                     "not used"))
+            continue
+        kept.append((a, p.path, p.header))
+    return [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]
 
 
 def measure_gain(directory, setup=None, *, filter=None, region=None):
@@ -68,6 +79,10 @@ def measure_gain(directory, setup=None, *, filter=None, region=None):
                          + (f" for filter {filter!r}" if filter else ""))
     b, bpaths, bheaders = _adu_frames(biases, setup, rejected)
     f, fpaths, _ = _adu_frames(flats, setup, rejected)
+    if len(b) < 2 or len(f) < 2:
+        raise ValueError(f"{directory}: need at least 2 usable bias frames and 2 flats of "
+                         f"one filter, {len(b)} and {len(f)} left after setting aside "
+                         + "; ".join(why for _, why in rejected))
     res = gain_readnoise(f, b, region=region)
     hdr = bheaders[0]
     hg = next((float(hdr[k]) for k in setup.keymap.gain_keys if k in hdr), None)
