@@ -393,8 +393,13 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
             click.echo(f"\ncrdask: error: {s['error']}", err=True)
 
     progress = bar if sys.stdout.isatty() else None
+    from .pipeline.lock import OutputLocked  # clusters branch (issue #10)
+
     try:
         result = run_night(wf, restart=restart, log=click.echo, progress=progress)
+    except OutputLocked as e:  # clusters branch: another run owns OUT; touch nothing
+        click.echo(str(e))
+        ctx.exit(EXIT_OK)
     except OSError as e:
         click.echo(f"crdask: error: {e}", err=True)
         ctx.exit(EXIT_USAGE)

@@ -44,6 +44,7 @@ from .cluster import connect
 from .calibration import FrameRejected, _check_group, _write_masters, build_masters, electrons
 from .config import Workflow, config_hash, load_workflow
 from .ledger import Ledger
+from .lock import locked_output  # clusters branch (issue #10): output lock
 
 __all__ = ["run_night", "plan_night", "NightRun"]
 
@@ -266,6 +267,7 @@ def _clean_cosmics(sci, var, mask, prep, wf, filt, exptime, threads):
 
 # --- the night ------------------------------------------------------------------------
 
+@locked_output  # clusters branch (issue #10): one run per output folder, --restart too
 def run_night(config, client=None, *, restart=False, log=print, progress=None):
     """Reduce a night as the workflow ``config`` says (a path, a mapping or a
     :class:`Workflow`). ``client``: a ``distributed.Client`` to use (default:
