@@ -349,13 +349,18 @@ def calibrate_cmd(ctx, directory, out_dir, hdu, overscan, trim, gain, readnoise,
 @click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
               help="Threads per worker.")
 @click.option("--memory-limit", default=None, help="Memory limit per worker, e.g. 4GiB.")
+@click.option("--cluster", default=None,  # clusters branch (issue #10)
+              type=click.Choice(["local", "slurm", "pbs", "kubernetes"]),
+              help="Cluster to start: local (default), or SLURM/PBS jobs (dask-jobqueue) or "
+                   "Kubernetes pods (dask-kubernetes) from Dask's configuration; "
+                   "--workers scales it.")
 @click.option("--restart", is_flag=True,
               help="Forget the ledger and intermediates and start clean.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and what is already done; "
                                                 "compute nothing.")
 @click.pass_context
 def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worker,
-            memory_limit, restart, dry_run):
+            memory_limit, cluster, restart, dry_run):
     """Reduce a night as WORKFLOW (YAML) says: masters, calibrated science
     frames, cosmic rays, report. Reruns finish only what is missing."""
     from .pipeline.config import WorkflowError, load_workflow
@@ -364,7 +369,8 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
     overrides = {k: v for k, v in (("scheduler", scheduler), ("scheduler_file", scheduler_file),
                                    ("workers", workers),
                                    ("threads_per_worker", threads_per_worker),
-                                   ("memory_limit", memory_limit)) if v is not None}
+                                   ("memory_limit", memory_limit),
+                                   ("cluster", cluster)) if v is not None}
     try:
         wf = load_workflow(workflow)
     except WorkflowError as e:
@@ -400,6 +406,9 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
     except OutputLocked as e:  # clusters branch: another run owns OUT; touch nothing
         click.echo(str(e))
         ctx.exit(EXIT_OK)
+    except ClusterError as e:  # clusters branch: one line, exit 1
+        click.echo(f"crdask: error: {e}", err=True)
+        ctx.exit(EXIT_USAGE)
     except OSError as e:
         click.echo(f"crdask: error: {e}", err=True)
         ctx.exit(EXIT_USAGE)

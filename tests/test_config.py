@@ -292,7 +292,7 @@ BAD = [
      "steps.cosmics.groups[0].match.airmass: unknown key; allowed: filter, object, exptime"),
     ("execution", {"execution": {"nworkers": 2}},
      "execution.nworkers: unknown key; allowed: chunk_rows, intermediates, scheduler, "
-     "scheduler_file, workers, threads_per_worker, memory_limit"),
+     "scheduler_file, workers, threads_per_worker, memory_limit, cluster, adapt"),
     # bad enums
     ("method", {"steps": {"cosmics": {"method": "lacosmicx"}}},
      "steps.cosmics.method: 'lacosmicx' is not allowed; allowed: lacosmic, median"),

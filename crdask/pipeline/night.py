@@ -302,7 +302,8 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None):
         ex = wf.execution
         handle = connect(scheduler=ex.scheduler, scheduler_file=ex.scheduler_file,
                          workers=ex.workers, threads_per_worker=ex.threads_per_worker,
-                         memory_limit=ex.memory_limit, ntasks=max(1, len(todo)), log=log)
+                         memory_limit=ex.memory_limit, ntasks=max(1, len(todo)), log=log,
+                         kind=ex.cluster, adapt=ex.adapt)  # clusters branch (issue #10)
         client, threads, resources = handle.client, handle.threads, handle.resources
         cluster = handle if handle.kind == "local" else None
     else:
