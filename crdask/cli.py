@@ -350,10 +350,11 @@ def calibrate_cmd(ctx, directory, out_dir, hdu, overscan, trim, gain, readnoise,
               help="Threads per worker.")
 @click.option("--memory-limit", default=None, help="Memory limit per worker, e.g. 4GiB.")
 @click.option("--cluster", default=None,  # clusters branch (issue #10)
-              type=click.Choice(["local", "slurm", "pbs", "kubernetes"]),
+              type=click.Choice(["local", "slurm", "pbs", "kubernetes", "slurm-runner"]),
               help="Cluster to start: local (default), or SLURM/PBS jobs (dask-jobqueue) or "
                    "Kubernetes pods (dask-kubernetes) from Dask's configuration; "
-                   "--workers scales it.")
+                   "--workers scales it; slurm-runner: every srun task runs crdask, rank 0 "
+                   "is the scheduler, rank 1 the client, the others workers.")
 @click.option("--restart", is_flag=True,
               help="Forget the ledger and intermediates and start clean.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and what is already done; "
@@ -399,10 +400,18 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
             click.echo(f"\ncrdask: error: {s['error']}", err=True)
 
     progress = bar if sys.stdout.isatty() else None
-    from .pipeline.lock import OutputLocked  # clusters branch (issue #10)
+    from .pipeline.cluster import connect  # clusters branch (issue #10)
+    from .pipeline.lock import OutputLocked
 
+    handle = None
     try:
-        result = run_night(wf, restart=restart, log=click.echo, progress=progress)
+        if wf.execution.cluster == "slurm-runner":  # clusters branch: only the client rank
+            ex = wf.execution                       # returns from connect(); the others serve
+            handle = connect(kind="slurm-runner", scheduler_file=ex.scheduler_file,
+                             threads_per_worker=ex.threads_per_worker,
+                             memory_limit=ex.memory_limit, log=click.echo)
+        result = run_night(wf, client=handle and handle.client, restart=restart,
+                           log=click.echo, progress=progress)
     except OutputLocked as e:  # clusters branch: another run owns OUT; touch nothing
         click.echo(str(e))
         ctx.exit(EXIT_OK)
@@ -412,6 +421,9 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
     except OSError as e:
         click.echo(f"crdask: error: {e}", err=True)
         ctx.exit(EXIT_USAGE)
+    finally:
+        if handle is not None:  # clusters branch: stops the runner's scheduler and workers
+            handle.close()
     rec = result.record
     sci = [f for f in rec["frames"] if f.get("type") == "science"]
     n_done = sum(f["status"] == "done" for f in sci)

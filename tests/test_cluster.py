@@ -328,3 +328,39 @@ def test_tls_local_cluster_with_temporary_certificate():
         assert cl.client.submit(sum, [2, 3]).result() == 5
     with pytest.raises(ClusterError, match="security 'bogus': unknown"):
         connect(security="bogus")
+
+
+# --------------------------------------------------------------------------- SLURMRunner
+
+@pytest.mark.slow
+def test_slurm_runner_ranks(night, tmp_path):
+    """``srun -n 4 python -m crdask run night.yaml --cluster slurm-runner``
+    without SLURM: the four tasks are started here with the variables srun
+    gives each (SLURM_PROCID, SLURM_NTASKS, SLURM_JOB_ID); dask-jobqueue's
+    real SLURMRunner gives them their roles. Every rank exits with the
+    night's status; the client rank reduced the night."""
+    raw, _ = night
+    stems = science_stems(raw)
+    out = tmp_path / "out"
+    wf = write_workflow(tmp_path / "night.yaml", raw, out,
+                        execution={"threads_per_worker": 1})
+    procs = []
+    for rank in range(4):
+        env = {**ENV, "SLURM_PROCID": str(rank), "SLURM_NTASKS": "4", "SLURM_JOB_ID": "4242"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "crdask", "run", str(wf),
+                                       "--cluster", "slurm-runner"], cwd=tmp_path, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, start_new_session=True))
+    try:
+        texts = [p.communicate(timeout=900)[0] for p in procs]
+    finally:
+        for p in procs:
+            stop(p)
+    codes = [p.returncode for p in procs]
+    assert codes == [0, 0, 0, 0], list(zip(codes, texts))
+    assert f"{len(stems)} science frame(s) reduced" in texts[1], texts[1]
+    assert all("science frame(s) reduced" not in t for i, t in enumerate(texts) if i != 1)
+    assert not (tmp_path / "scheduler-4242.json").exists()   # removed by the scheduler
+    rec = json.loads((out / "report.json").read_text())
+    assert rec["scheduler"]["workers"] == 2
+    assert sorted(ledger_entries(out)) == stems

@@ -63,10 +63,15 @@ __all__ = ["ClusterError", "Cluster", "connect", "local_cluster_size", "KINDS",
            "CLUSTER_CHOICES", "deployer_class", "security_from_config", "make_deployer"]
 
 #: Cluster kinds :func:`connect` can make.
-KINDS = ("local", "address", "scheduler_file", "slurm", "pbs", "kubernetes")
+KINDS = ("local", "address", "scheduler_file", "slurm", "pbs", "kubernetes",
+         "slurm-runner")
 #: Kinds a user chooses with ``--cluster`` / ``execution.cluster`` (the other
 #: two follow from ``--scheduler`` / ``--scheduler-file``).
-CLUSTER_CHOICES = ("local", "slurm", "pbs", "kubernetes")
+CLUSTER_CHOICES = ("local", "slurm", "pbs", "kubernetes", "slurm-runner")
+#: Kinds where every task of a batch step runs crdask and dask-jobqueue's
+#: runner gives each its role (rank 0 scheduler, rank 1 client, others
+#: workers): ``srun -n N python -m crdask run night.yaml --cluster slurm-runner``.
+RUNNERS = {"slurm-runner": ("dask_jobqueue.slurm", "SLURMRunner", "slurm", "dask-jobqueue")}
 #: kind -> (module, class, extra, pip package) of the deployers we build on.
 DEPLOYERS = {
     "slurm": ("dask_jobqueue", "SLURMCluster", "slurm", "dask-jobqueue"),
@@ -243,10 +248,11 @@ def deployer_class(kind):
     """
     import importlib
 
-    if kind not in DEPLOYERS:
+    table = {**DEPLOYERS, **RUNNERS}
+    if kind not in table:
         raise ClusterError(f"cluster kind {kind!r}: unknown; use one of "
                            f"{', '.join(CLUSTER_CHOICES)}")
-    module, name, extra, package = DEPLOYERS[kind]
+    module, name, extra, package = table[kind]
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as e:
@@ -363,6 +369,32 @@ def _connect_deployer(kind, *, workers, adapt, threads, security, worker_wait, l
                                                  "per task")
 
 
+def _connect_runner(kind, *, scheduler_file, threads, memory_limit, worker_wait, log):
+    """Only the client rank returns; the scheduler and worker ranks serve
+    until the client closes the runner, then exit (status 0)."""
+    import socket
+
+    from distributed import Client
+
+    cls = deployer_class(kind)
+    sched_file = os.fspath(scheduler_file or "scheduler-{job_id}.json")
+    worker = {"nthreads": threads, "local_directory": os.environ.get("TMPDIR") or None}
+    if memory_limit:
+        worker["memory_limit"] = memory_limit
+    try:
+        runner = cls(scheduler_file=sched_file, worker_options=worker,
+                     scheduler_options={"dashboard_address": "127.0.0.1:0"})
+    except Exception as e:   # e.g. not inside srun (no SLURM_PROCID)
+        raise ClusterError(f"cluster kind {kind!r}: {type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0]}") from None
+    client = Client(runner)
+    where = f"{kind} (scheduler {client.scheduler.address}, on {socket.gethostname()})"
+    _wait_for_workers(client, where, worker_wait, log)
+    return Cluster(client=client, kind=kind, threads=threads, resources=None,
+                   _owned=[runner], description=f"{where}: {len(client.nthreads())} "
+                                                f"worker(s)")
+
+
 def connect(*, scheduler=None, scheduler_file=None, workers=None,
             threads_per_worker=None, memory_limit=None, ntasks=None, timeout=30.0,
             worker_wait=120.0, security=None, log=None, kind=None, adapt=None):
@@ -388,9 +420,13 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
         configuration, no TLS if it has none).
     log : callable, optional
         ``log(line)`` for what is happening.
-    kind : {"local", "slurm", "pbs", "kubernetes"}, optional
+    kind : {"local", "slurm", "pbs", "kubernetes", "slurm-runner"}, optional
         What to start when no scheduler is given (default ``local``); the
         batch kinds are scaled to ``workers`` (default 1) or ``adapt``.
+        ``slurm-runner``: inside ``srun``, this process becomes the
+        scheduler, the client or a worker by its rank (``scheduler_file``
+        names the file they meet at, default ``scheduler-{job_id}.json``);
+        only the client rank returns.
     adapt : dict, optional
         ``{"minimum": m, "maximum": n}`` workers: an adaptive batch cluster.
 
@@ -411,11 +447,15 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
     if kind not in (None, *CLUSTER_CHOICES):
         raise ClusterError(f"cluster kind {kind!r}: unknown; use one of "
                            f"{', '.join(CLUSTER_CHOICES)}")
-    if kind not in (None, "local") and (scheduler is not None or scheduler_file is not None):
+    if kind not in (None, "local", *RUNNERS) and (scheduler is not None
+                                                  or scheduler_file is not None):
         raise ClusterError(f"cluster kind {kind!r} starts its own scheduler: give it or a "
                            "scheduler address/file, not both")
     security = security_from_config(security)
     threads = int(threads_per_worker or 1)
+    if kind in RUNNERS:
+        return _connect_runner(kind, scheduler_file=scheduler_file, threads=threads,
+                               memory_limit=memory_limit, worker_wait=worker_wait, log=log)
     if kind in DEPLOYERS:
         return _connect_deployer(kind, workers=workers, adapt=adapt, threads=threads,
                                  security=security, worker_wait=worker_wait, log=log)

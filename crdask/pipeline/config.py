@@ -748,11 +748,12 @@ def _execution(ctx, raw):
                 raise ctx.error(j("memory_limit"), f"{_show(mem)} is not a size",
                                 allowed) from None
     # --- clusters branch (issue #10): cluster kind and adaptive scaling ---
-    kinds = ("local", "slurm", "pbs", "kubernetes")
+    kinds = ("local", "slurm", "pbs", "kubernetes", "slurm-runner")
     if v["cluster"] is not None and v["cluster"] not in kinds:
         raise ctx.error(j("cluster"), f"{_show(v['cluster'])} is not a cluster kind",
                         "null, " + ", ".join(kinds))
-    if v["cluster"] not in (None, "local") and (v["scheduler"] or v["scheduler_file"]):
+    if v["cluster"] not in (None, "local", "slurm-runner") and (v["scheduler"]
+                                                              or v["scheduler_file"]):
         raise ctx.error(j("cluster"), f"cluster {v['cluster']} starts its own scheduler "
                         "but a scheduler is given too", "one of them")
     adapt = v["adapt"]
