@@ -475,6 +475,11 @@ def simulate_night_cmd(directory, size, n_bias, n_dark, dark_times, filters, n_f
                f"({m.elapsed_s:.1f} s)")
 
 
+from .cli_archive import archive_cmd  # noqa: E402  clusters branch (issue #10)
+
+cli.add_command(archive_cmd)
+
+
 def main(argv=None):
     """Console-script entry point (``crdask``, ``python -m crdask``)."""
     return cli.main(args=argv, prog_name="crdask")
