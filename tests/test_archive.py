@@ -18,7 +18,7 @@ import yaml
 
 from cluster_helpers import (assert_same_outputs, crdask_cli, crdask_popen, ledger_entries,
                              n_done, science_stems, show, write_workflow)
-from crdask.pipeline.archive import (ArchiveError, _night_output, find_nights, run_archive,
+from crdask.pipeline.archive import (ArchiveError, night_output, find_nights, run_archive,
                                      select_nights)
 from crdask.pipeline.lock import LOCK_NAME
 
@@ -78,7 +78,7 @@ def test_bad_roots_and_names(tmp_path, archive):
         find_nights("s3://bucket/raw")
     for name in ("..", "a/b", "archive"):
         with pytest.raises(ArchiveError):
-            _night_output(tmp_path, name)
+            night_output(tmp_path, name)
     res = crdask_cli("archive", tmp_path, "--workflow", tpl, "--output", tmp_path / "o")
     assert res.returncode == 1 and res.stderr.strip().count("\n") == 0, show(res)
     assert "no night folder matches" in res.stderr

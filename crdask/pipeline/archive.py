@@ -47,7 +47,7 @@ from ..io.catalog import list_fits_files
 from .config import WorkflowError, config_hash, load_workflow
 from .lock import OutputLocked
 
-__all__ = ["run_archive", "find_nights", "select_nights", "ArchiveRun", "ArchiveError",
+__all__ = ["run_archive", "find_nights", "select_nights", "night_output", "ArchiveRun", "ArchiveError",
            "STATE_DIR", "SUMMARY_NAME"]
 
 STATE_DIR = "archive"
@@ -116,7 +116,7 @@ def find_nights(root, pattern="*", nights=None, today=None):
     return [(n, found[n]) for n in select_nights(found, nights, today)]
 
 
-def _night_output(out_root, name):
+def night_output(out_root, name):
     """``out_root/name``, refusing names that would leave ``out_root``."""
     if name in ("", ".", "..") or "/" in name or os.sep in name or name == STATE_DIR:
         raise ArchiveError(f"night {name!r}: not usable as a folder name under {out_root}")
@@ -235,7 +235,7 @@ def run_archive(root, workflow, *, output=None, nights=None, pattern="*",
     plan = []
     results = {}
     for name, folder in found:
-        out = _night_output(out_root, name)
+        out = night_output(out_root, name)
         state_path = out_root / STATE_DIR / f"{name}.json"
         digest = _inputs_digest(folder)
         state = None if restart else _read_json(state_path)
