@@ -339,12 +339,26 @@ def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
     cluster, disk or workflow problem."""
     from .io.atomic import UnsafeOutputError
     from .io.naming import StemCollisionError
+    from .pipeline.cluster import connect
     from .pipeline.config import WorkflowError
+    from .pipeline.lock import OutputLocked
     from .pipeline.night import run_night
 
+    handle = None
     try:
-        result = run_night(wf, restart=restart, log=click.echo, progress=progress,
+        if wf.execution.cluster == "slurm-runner":
+            # every srun task runs this; only the client rank returns from
+            # connect(), the scheduler and worker ranks serve until it is done
+            ex = wf.execution
+            handle = connect(kind="slurm-runner", scheduler_file=ex.scheduler_file,
+                             threads_per_worker=ex.threads_per_worker,
+                             memory_limit=ex.memory_limit, log=click.echo)
+        result = run_night(wf, client=handle and handle.client, restart=restart,
+                           log=click.echo, progress=progress,
                            performance_report=performance_report)
+    except OutputLocked as e:   # another run owns the folder: touch nothing
+        click.echo(str(e))
+        ctx.exit(EXIT_OK)
     except (ClusterError, WorkflowError, UnsafeOutputError, StemCollisionError) as e:
         click.echo(f"crdask: error: {e}", err=True)
         ctx.exit(EXIT_USAGE)
@@ -352,6 +366,9 @@ def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         click.echo(f"crdask: error: {where}{e.strerror or e}", err=True)
         ctx.exit(EXIT_USAGE)
+    finally:
+        if handle is not None:   # stops the runner's scheduler and workers
+            handle.close()
     rec = result.record
     sci = [f for f in rec["frames"] if f.get("type") == "science"]
     n_done = sum(f["status"] == "done" for f in sci)
@@ -379,6 +396,12 @@ def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
 @click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
               help="Threads per worker.")
 @click.option("--memory-limit", default=None, help="Memory limit per worker, e.g. 4GiB.")
+@click.option("--cluster", default=None,  # clusters branch (issue #10)
+              type=click.Choice(["local", "slurm", "pbs", "kubernetes", "slurm-runner"]),
+              help="Cluster to start: local (default), or SLURM/PBS jobs (dask-jobqueue) or "
+                   "Kubernetes pods (dask-kubernetes) from Dask's configuration; "
+                   "--workers scales it; slurm-runner: every srun task runs crdask, rank 0 "
+                   "is the scheduler, rank 1 the client, the others workers.")
 @click.option("--restart", is_flag=True,
               help="Forget the ledger and intermediates and start clean.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and what is already done; "
@@ -388,7 +411,7 @@ def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
               help="Write Dask's performance report of the run (where the time goes).")
 @click.pass_context
 def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worker,
-            memory_limit, restart, dry_run, performance_report):
+            memory_limit, cluster, restart, dry_run, performance_report):
     """Reduce a night as WORKFLOW (YAML) says: masters, calibrated science
     frames, cosmic rays, report. Reruns finish only what is missing."""
     from .pipeline.config import WorkflowError, load_workflow
@@ -397,7 +420,8 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
     overrides = {k: v for k, v in (("scheduler", scheduler), ("scheduler_file", scheduler_file),
                                    ("workers", workers),
                                    ("threads_per_worker", threads_per_worker),
-                                   ("memory_limit", memory_limit)) if v is not None}
+                                   ("memory_limit", memory_limit),
+                                   ("cluster", cluster)) if v is not None}
     try:
         wf = load_workflow(workflow)
     except WorkflowError as e:
@@ -439,6 +463,7 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
     result = _run(ctx, wf, restart=restart, progress=bar if sys.stdout.isatty() else None,
                   performance_report=performance_report)
     ctx.exit(result.exit_code)
+    ctx.exit(result.exit_code)
 
 
 @cli.group("simulate")
@@ -477,9 +502,11 @@ def simulate_night_cmd(directory, size, n_bias, n_dark, dark_times, filters, n_f
 
 
 # Commands defined in their own modules (each imports only layers below).
+from .cli_archive import archive_cmd  # noqa: E402
 from .cli_cr2images import cr2images_cmd  # noqa: E402
 from .cli_qa import qa_cmd  # noqa: E402
 
+cli.add_command(archive_cmd)
 cli.add_command(cr2images_cmd)
 cli.add_command(qa_cmd)
 

@@ -299,7 +299,7 @@ BAD = [
      "steps.cosmics.overrides[0].match.airmass: unknown key; allowed: filter, object, exptime"),
     ("execution", {"execution": {"nworkers": 2}},
      "execution.nworkers: unknown key; allowed: chunk_rows, intermediates, scheduler, "
-     "scheduler_file, workers, threads_per_worker, memory_limit"),
+     "scheduler_file, workers, threads_per_worker, memory_limit, cluster, adapt"),
     # bad enums
     ("method", {"steps": {"cosmics": {"method": "lacosmicx"}}},
      "steps.cosmics.method: 'lacosmicx' is not allowed; allowed: " + ", ".join(method_names())),

@@ -13,7 +13,35 @@ kinds:
     a running scheduler (``tcp://host:8786``, or the JSON file a ``dask
     scheduler --scheduler-file`` writes), reached within a bounded
     ``timeout``; a scheduler with no workers is waited for with a message,
-    then given up on with one line.
+    then given up on with one line;
+``slurm`` / ``pbs``
+    dask-jobqueue's ``SLURMCluster`` / ``PBSCluster``, built from Dask's own
+    configuration (``~/.config/dask/jobqueue.yaml`` or ``DASK_JOBQUEUE__...``
+    variables: cores, memory, processes, walltime, queue, account,
+    local-directory, worker lifetime ...; ``deploy/slurm/jobqueue.yaml`` is an
+    example), the scheduler in this process and the workers as batch jobs
+    (extra ``crdask[slurm]`` / ``crdask[pbs]``);
+``kubernetes``
+    dask-kubernetes' operator ``KubeCluster`` built from the ``kubernetes``
+    section of Dask's configuration (image, namespace, resources, env; extra
+    ``crdask[kubernetes]``; the operator must be installed in the cluster).
+
+Batch and Kubernetes clusters are scaled to ``workers`` (default 1) or made
+adaptive (``adapt={"minimum": m, "maximum": n}``), waited on for a first
+worker, and closed (jobs cancelled, pods deleted) by :meth:`Cluster.close`.
+A missing extra is one line naming what to install.
+
+Security defaults: the local cluster's scheduler and dashboard listen on
+127.0.0.1 only; a jobqueue scheduler must be reachable from the compute
+nodes (its ``interface``/``scheduler-options`` in ``jobqueue.yaml``) but its
+dashboard is bound to 127.0.0.1 unless ``scheduler-options`` names a
+``dashboard_address`` (reach it through ``ssh -L``). TLS: pass
+``security=`` a ``distributed.Security``, or ``"temporary"`` (a self-signed
+certificate made for this run: encrypted, not authenticated against a CA), or
+configure ``distributed.comm.tls`` (``ca-file``, ``scheduler.cert``/``key``,
+``worker.*``, ``client.*``) and ``distributed.comm.require-encryption`` in
+Dask's configuration, which :func:`security_from_config` picks up. No
+credentials are ever logged: descriptions name addresses and kinds only.
 
 Errors are :class:`ClusterError` with one line naming the address or file
 and a hint (exit code 1 in the CLI).
@@ -31,10 +59,26 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["ClusterError", "Cluster", "connect", "local_cluster_size", "KINDS"]
+__all__ = ["ClusterError", "Cluster", "connect", "local_cluster_size", "KINDS",
+           "CLUSTER_CHOICES", "deployer_class", "security_from_config", "make_deployer"]
 
 #: Cluster kinds :func:`connect` can make.
-KINDS = ("local", "address", "scheduler_file")
+KINDS = ("local", "address", "scheduler_file", "slurm", "pbs", "kubernetes",
+         "slurm-runner")
+#: Kinds a user chooses with ``--cluster`` / ``execution.cluster`` (the other
+#: two follow from ``--scheduler`` / ``--scheduler-file``).
+CLUSTER_CHOICES = ("local", "slurm", "pbs", "kubernetes", "slurm-runner")
+#: Kinds where every task of a batch step runs crdask and dask-jobqueue's
+#: runner gives each its role (rank 0 scheduler, rank 1 client, others
+#: workers): ``srun -n N python -m crdask run night.yaml --cluster slurm-runner``.
+RUNNERS = {"slurm-runner": ("dask_jobqueue.slurm", "SLURMRunner", "slurm", "dask-jobqueue")}
+#: kind -> (module, class, extra, pip package) of the deployers we build on.
+DEPLOYERS = {
+    "slurm": ("dask_jobqueue", "SLURMCluster", "slurm", "dask-jobqueue"),
+    "pbs": ("dask_jobqueue", "PBSCluster", "pbs", "dask-jobqueue"),
+    "kubernetes": ("dask_kubernetes.operator", "KubeCluster", "kubernetes",
+                   "dask-kubernetes"),
+}
 
 _BYTES_PER_WORKER = 2 * 2**30
 #: Dask resource that makes a worker of our own LocalCluster run one task at
@@ -137,6 +181,48 @@ def _check_address(address):
     return text, scheme
 
 
+def _probe_scheduler(address, where, timeout, security):
+    """Ask ``address`` who it is, every step bounded by ``timeout``.
+
+    ``Client(address, timeout=...)`` bounds the TCP connect but not the Dask
+    handshake: something that accepts the connection and never answers (an
+    HTTP server, the dashboard port) would hang it. A plain ``identity``
+    request with our own deadline tells those apart first."""
+    import asyncio
+
+    from distributed.comm import connect as comm_connect
+
+    kw = security.get_connection_args("client") if security is not None else {}
+
+    async def ask():
+        comm = await comm_connect(address, timeout=timeout, **kw)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded():
+        return await asyncio.wait_for(ask(), timeout)
+
+    try:
+        reply = asyncio.run(bounded())
+    except (asyncio.TimeoutError, TimeoutError):
+        raise ClusterError(f"{where}: no Dask scheduler answered within {timeout:g} s; "
+                           "is this the scheduler's port (8786), not the dashboard or "
+                           "another server?") from None
+    except OSError as e:
+        raise ClusterError(f"{where}: cannot connect within {timeout:g} s "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                           "); is a Dask scheduler running there?") from None
+    except Exception as e:
+        raise ClusterError(f"{where}: not a Dask scheduler ({type(e).__name__}); is this "
+                           "the scheduler's port, not the dashboard?") from None
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        what = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
+        raise ClusterError(f"{where}: answers, but is a {what}, not a Dask scheduler")
+
+
 def _wait_for_workers(client, where, timeout, log):
     if client.scheduler_info().get("workers"):
         return
@@ -149,9 +235,169 @@ def _wait_for_workers(client, where, timeout, log):
                            "(start workers with: dask worker ADDRESS)") from None
 
 
+def deployer_class(kind):
+    """The cluster class of a batch or Kubernetes ``kind`` (imported on demand).
+
+    Raises :class:`ClusterError` naming the extra to install when the
+    deployer package is missing.
+
+    Example
+    -------
+    >>> deployer_class("slurm").__name__                     # doctest: +SKIP
+    'SLURMCluster'
+    """
+    import importlib
+
+    table = {**DEPLOYERS, **RUNNERS}
+    if kind not in table:
+        raise ClusterError(f"cluster kind {kind!r}: unknown; use one of "
+                           f"{', '.join(CLUSTER_CHOICES)}")
+    module, name, extra, package = table[kind]
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        raise ClusterError(f"cluster kind {kind!r} needs {package} ({e.name or module} is "
+                           f"not installed): pip install 'crdask[{extra}]'") from None
+
+
+def security_from_config(security=None):
+    """A ``distributed.Security`` or None.
+
+    ``security`` may be a ``Security`` (returned as is), ``"temporary"`` (a
+    self-signed certificate for this run; needs the ``cryptography``
+    package), or None: then Dask's configuration decides
+    (``distributed.comm.tls.*`` files or ``require-encryption``); None when it
+    configures no TLS at all.
+
+    Example
+    -------
+    >>> security_from_config() is None       # no TLS in Dask's configuration
+    True
+    """
+    from distributed import Security
+
+    if security is None:
+        sec = Security()
+        tls = [sec.tls_ca_file, sec.tls_client_cert, sec.tls_scheduler_cert,
+               sec.tls_worker_cert]
+        return sec if sec.require_encryption or any(tls) else None
+    if isinstance(security, str):
+        if security != "temporary":
+            raise ClusterError(f"security {security!r}: unknown; use 'temporary' or a "
+                               "distributed.Security")
+        try:
+            return Security.temporary()
+        except ImportError:
+            raise ClusterError("security 'temporary' needs the cryptography package: "
+                               "pip install cryptography") from None
+    return security
+
+
+def make_deployer(kind, *, security=None, **overrides):
+    """Build (not scale) a ``kind`` cluster from Dask's configuration.
+
+    ``overrides`` are passed to the deployer class on top of its
+    configuration (e.g. ``cores=4`` for dask-jobqueue). The dashboard of a
+    jobqueue scheduler is bound to 127.0.0.1 unless the configuration's
+    ``scheduler-options`` name a ``dashboard_address``.
+
+    Example
+    -------
+    >>> cl = make_deployer("slurm", cores=4, memory="16GiB")  # doctest: +SKIP
+    >>> print(cl.job_script())                               # doctest: +SKIP
+    #!/usr/bin/env bash
+    #SBATCH -J dask-worker ...
+    """
+    import dask
+
+    cls = deployer_class(kind)
+    kw = dict(overrides)
+    if kind in ("slurm", "pbs"):
+        opts = dict(dask.config.get(f"jobqueue.{kind}.scheduler-options", None) or {})
+        opts.update(kw.pop("scheduler_options", None) or {})
+        opts.setdefault("dashboard_address", "127.0.0.1:0")
+        kw["scheduler_options"] = opts
+        if security is not None:
+            kw.update(security=security, protocol="tls://")
+    elif security is not None:
+        # the operator's pods get TLS from the Dask configuration in the image
+        raise ClusterError("cluster kind 'kubernetes': TLS is configured in the image "
+                           "(distributed.comm.tls, see deploy/README.md), not here")
+    registry = getattr(cls, "_instances", None)   # deployers track live clusters
+    before = set(registry) if registry is not None else set()
+    try:
+        return cls(**kw)
+    except ClusterError:
+        raise
+    except Exception as e:
+        # a half-made cluster must not be "closed" again at exit (KubeCluster
+        # would retry its credentials and print a traceback)
+        for inst in set(registry or ()) - before:
+            registry.discard(inst)
+        first = (str(e).splitlines() or [""])[0]
+        where = "jobqueue.yaml" if kind in ("slurm", "pbs") else \
+            "the 'kubernetes' section of Dask's configuration (and kubeconfig)"
+        raise ClusterError(f"cannot start a {kind} cluster from {where}: "
+                           f"{type(e).__name__}: {first}") from None
+
+
+def _connect_deployer(kind, *, workers, adapt, threads, security, worker_wait, log):
+    from distributed import Client
+
+    cluster = make_deployer(kind, security=security)
+    try:
+        if adapt:
+            cluster.adapt(minimum=int(adapt.get("minimum", 0)),
+                          maximum=int(adapt["maximum"]))
+            size = f"adaptive {adapt.get('minimum', 0)}..{adapt['maximum']} workers"
+        else:
+            cluster.scale(int(workers or 1))
+            size = f"{int(workers or 1)} worker(s)"
+        client = Client(cluster, security=security)
+    except Exception as e:
+        cluster.close()
+        raise ClusterError(f"{kind} cluster: cannot scale or connect: {type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0]}") from None
+    where = f"{kind} cluster (scheduler {cluster.scheduler_address})"
+    try:
+        _wait_for_workers(client, where, worker_wait, log)
+    except ClusterError:
+        cluster.close()
+        raise
+    return Cluster(client=client, kind=kind, threads=threads, resources=None,
+                   _owned=[cluster], description=f"{where}: {size}, {threads} thread(s) "
+                                                 "per task")
+
+
+def _connect_runner(kind, *, scheduler_file, threads, memory_limit, worker_wait, log):
+    """Only the client rank returns; the scheduler and worker ranks serve
+    until the client closes the runner, then exit (status 0)."""
+    import socket
+
+    from distributed import Client
+
+    cls = deployer_class(kind)
+    sched_file = os.fspath(scheduler_file or "scheduler-{job_id}.json")
+    worker = {"nthreads": threads, "local_directory": os.environ.get("TMPDIR") or None}
+    if memory_limit:
+        worker["memory_limit"] = memory_limit
+    try:
+        runner = cls(scheduler_file=sched_file, worker_options=worker,
+                     scheduler_options={"dashboard_address": "127.0.0.1:0"})
+    except Exception as e:   # e.g. not inside srun (no SLURM_PROCID)
+        raise ClusterError(f"cluster kind {kind!r}: {type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0]}") from None
+    client = Client(runner)
+    where = f"{kind} (scheduler {client.scheduler.address}, on {socket.gethostname()})"
+    _wait_for_workers(client, where, worker_wait, log)
+    return Cluster(client=client, kind=kind, threads=threads, resources=None,
+                   _owned=[runner], description=f"{where}: {len(client.nthreads())} "
+                                                f"worker(s)")
+
+
 def connect(*, scheduler=None, scheduler_file=None, workers=None,
             threads_per_worker=None, memory_limit=None, ntasks=None, timeout=30.0,
-            worker_wait=120.0, security=None, log=None):
+            worker_wait=120.0, security=None, log=None, kind=None, adapt=None):
     """Connect to a Dask cluster, or start a local one.
 
     Parameters
@@ -169,10 +415,20 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
         Seconds to reach a running scheduler (30).
     worker_wait : float
         Seconds to wait for a first worker on a scheduler that has none.
-    security : distributed.Security, optional
-        TLS settings for ``tls://`` addresses.
+    security : distributed.Security or "temporary", optional
+        TLS settings (see :func:`security_from_config`; default: Dask's
+        configuration, no TLS if it has none).
     log : callable, optional
         ``log(line)`` for what is happening.
+    kind : {"local", "slurm", "pbs", "kubernetes", "slurm-runner"}, optional
+        What to start when no scheduler is given (default ``local``); the
+        batch kinds are scaled to ``workers`` (default 1) or ``adapt``.
+        ``slurm-runner``: inside ``srun``, this process becomes the
+        scheduler, the client or a worker by its rank (``scheduler_file``
+        names the file they meet at, default ``scheduler-{job_id}.json``);
+        only the client rank returns.
+    adapt : dict, optional
+        ``{"minimum": m, "maximum": n}`` workers: an adaptive batch cluster.
 
     Returns
     -------
@@ -188,7 +444,21 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
     log = log or (lambda text: None)
     if scheduler is not None and scheduler_file is not None:
         raise ClusterError("give a scheduler address or a scheduler file, not both")
+    if kind not in (None, *CLUSTER_CHOICES):
+        raise ClusterError(f"cluster kind {kind!r}: unknown; use one of "
+                           f"{', '.join(CLUSTER_CHOICES)}")
+    if kind not in (None, "local", *RUNNERS) and (scheduler is not None
+                                                  or scheduler_file is not None):
+        raise ClusterError(f"cluster kind {kind!r} starts its own scheduler: give it or a "
+                           "scheduler address/file, not both")
+    security = security_from_config(security)
     threads = int(threads_per_worker or 1)
+    if kind in RUNNERS:
+        return _connect_runner(kind, scheduler_file=scheduler_file, threads=threads,
+                               memory_limit=memory_limit, worker_wait=worker_wait, log=log)
+    if kind in DEPLOYERS:
+        return _connect_deployer(kind, workers=workers, adapt=adapt, threads=threads,
+                                 security=security, worker_wait=worker_wait, log=log)
     if scheduler_file is not None:
         path = os.fspath(scheduler_file)
         if not os.path.isfile(path):
@@ -213,6 +483,7 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
     else:
         address = None
     if address is not None:
+        _probe_scheduler(address, where, timeout, security)
         try:
             client = Client(address, timeout=f"{timeout}s", security=security)
         except Exception as e:
@@ -225,6 +496,8 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
                                    f"{threads} thread(s) per task")
     n, threads = local_cluster_size(ntasks or 1, workers, threads_per_worker)
     kw = {"memory_limit": memory_limit} if memory_limit else {}
+    if security is not None:
+        kw.update(security=security, protocol="tls://")
     try:
         cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
                                host="127.0.0.1", dashboard_address="127.0.0.1:0",
@@ -232,7 +505,7 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
     except Exception as e:
         raise ClusterError(f"cannot start a local Dask cluster: {type(e).__name__}: "
                            f"{e}".splitlines()[0]) from None
-    client = Client(cluster)
+    client = Client(cluster, security=security)
 
     def _single_threaded_libraries(nthreads=threads):
         # Numba kernels run inside the tasks' own threads: no nested pools.

@@ -126,6 +126,8 @@ DEFAULTS = {
         "workers": None,
         "threads_per_worker": None,
         "memory_limit": None,
+        "cluster": None,        # clusters branch (issue #10): local|slurm|pbs|kubernetes
+        "adapt": None,          # clusters branch: {minimum, maximum} workers (batch kinds)
     },
 }
 
@@ -185,7 +187,28 @@ def _execution(ctx, raw):
             except WorkflowError:
                 raise ctx.error(j("memory_limit"), f"{show(mem)} is not a size",
                                 allowed) from None
+    # --- clusters branch (issue #10): cluster kind and adaptive scaling ---
+    kinds = ("local", "slurm", "pbs", "kubernetes", "slurm-runner")
+    if v["cluster"] is not None and v["cluster"] not in kinds:
+        raise ctx.error(j("cluster"), f"{_show(v['cluster'])} is not a cluster kind",
+                        "null, " + ", ".join(kinds))
+    if v["cluster"] not in (None, "local", "slurm-runner") and (v["scheduler"]
+                                                              or v["scheduler_file"]):
+        raise ctx.error(j("cluster"), f"cluster {v['cluster']} starts its own scheduler "
+                        "but a scheduler is given too", "one of them")
+    adapt = v["adapt"]
+    if adapt is not None:
+        adapt = ctx.mapping(adapt, j("adapt"), ["minimum", "maximum"])
+        if "maximum" not in adapt:
+            raise ctx.error(_join(j("adapt"), "maximum"), "missing", "a number of workers >= 1")
+        lo = ctx.number(adapt.get("minimum", 0), _join(j("adapt"), "minimum"), integer=True,
+                        minimum=0)
+        hi = ctx.number(adapt["maximum"], _join(j("adapt"), "maximum"), integer=True,
+                        minimum=max(1, lo))
+        adapt = {"minimum": lo, "maximum": hi}
+    # --- end clusters branch ---
     return Execution(
+        cluster=v["cluster"], adapt=adapt,  # clusters branch (issue #10)
         chunk_rows=ctx.number(v["chunk_rows"], j("chunk_rows"), integer=True, minimum=1),
         intermediates=ctx.flag(v["intermediates"], j("intermediates")),
         scheduler=ctx.text(v["scheduler"], j("scheduler"), none_ok=True,
@@ -224,6 +247,8 @@ class Execution:
     workers: int | None = None
     threads_per_worker: int | None = None
     memory_limit: object = None
+    cluster: str | None = None   # clusters branch (issue #10): local|slurm|pbs|kubernetes
+    adapt: dict | None = None    # clusters branch: {"minimum": m, "maximum": n}
 
 
 @dataclass(frozen=True)
@@ -334,6 +359,8 @@ class Workflow:
                 "workers": ex.workers,
                 "threads_per_worker": ex.threads_per_worker,
                 "memory_limit": ex.memory_limit,
+                "cluster": ex.cluster,  # clusters branch (issue #10)
+                "adapt": None if ex.adapt is None else dict(ex.adapt),
             },
         }
 

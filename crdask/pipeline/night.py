@@ -49,6 +49,7 @@ from .frame_task import calibrated_output, frame_stem, process_science_frame
 from .group_task import group_entry, group_inputs, process_group
 from .groups import group_exposures
 from .ledger import Ledger
+from .lock import OutputLock
 from .masters_step import calibration_frames, masters_current, masters_step
 from .quality import QUALITY_KEYS, cr_summary
 from .report_previews import LivePreviews
@@ -303,11 +304,20 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None,
     -------
     NightRun
     """
+    wf = config if isinstance(config, Workflow) else load_workflow(config)
+    night_inputs(wf)   # a bad folder, glob or output root: one line, nothing created
+    # One run at a time per output folder (--restart too): a second run
+    # raises OutputLocked, touching nothing (crdask.pipeline.lock).
+    with OutputLock(wf.output, command=f"crdask run {wf.source}", log=log):
+        return _reduce(wf, client, restart=restart, log=log, progress=progress,
+                       performance_report=performance_report)
+
+
+def _reduce(wf, client, *, restart, log, progress, performance_report):
+    """The body of :func:`run_night`, under the output folder's lock."""
     from .report import write_report
 
-    wf = config if isinstance(config, Workflow) else load_workflow(config)
     t0, started = time.perf_counter(), _now()
-    night_inputs(wf)   # a bad folder, glob or output root: one line, nothing created
     out = Path(wf.output)
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out)
@@ -330,7 +340,8 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None,
         todo = [s for s in plan["science"] if s["state"] != "done"]
         handle = connect(scheduler=ex.scheduler, scheduler_file=ex.scheduler_file,
                          workers=ex.workers, threads_per_worker=ex.threads_per_worker,
-                         memory_limit=ex.memory_limit, ntasks=max(1, len(todo)), log=log)
+                         memory_limit=ex.memory_limit, ntasks=max(1, len(todo)), log=log,
+                         kind=ex.cluster, adapt=ex.adapt)
         client, threads, resources = handle.client, handle.threads, handle.resources
     else:
         threads, resources = int(wf.execution.threads_per_worker or 1), None
