@@ -89,9 +89,11 @@ __all__ = [
 
 #: Canonical frame kinds and the aliases :func:`simulate_raw` accepts.
 KINDS = {"bias": "bias", "zero": "bias", "dark": "dark", "flat": "flat",
-         "domeflat": "flat", "science": "science", "object": "science"}
+         "domeflat": "flat", "science": "science", "object": "science", "arc": "arc",
+         "wave": "arc"}
 #: Default IMAGETYP / OBSTYPE per canonical kind.
-IMAGETYP = {"bias": "BIAS", "dark": "DARK", "flat": "FLAT", "science": "OBJECT"}
+IMAGETYP = {"bias": "BIAS", "dark": "DARK", "flat": "FLAT", "science": "OBJECT",
+            "arc": "WAVE,LAMP"}
 
 #: Sky, e-/s per unbinned pixel, per filter (others: 1.0).
 SKY_RATE = {"U": 0.3, "B": 0.5, "V": 1.0, "R": 1.5, "I": 3.0}
@@ -157,6 +159,19 @@ class Detector:
         to all filters); each filter adds two of its own.
     cr_rate : CR events per second per 512 x 512 unbinned pixels.
     instrument : INSTRUME keyword.
+    amplifiers : 1, or 2 for a two-amplifier readout: the left half of the
+        imaging area is read by amplifier 1, whose overscan strip
+        (``overscan`` columns) is at the left edge of the raw array, the right
+        half by amplifier 2 with its strip at the right edge
+        (``prescan`` must be 0). Amplifier 2's bias is ``amp_bias_step`` ADU
+        higher, its gain ``amp_gain_ratio`` and read noise
+        ``amp_readnoise_ratio`` times amplifier 1's. Headers then carry
+        ``NAMPS = 2`` and, per amplifier n, ``DATASECn``, ``BIASSECn``,
+        ``GAINn``, ``RDNOISEn`` (as two-amplifier CCD controllers write
+        them, cf. DECam's DATASECA/B); ``DATASEC``/``TRIMSEC`` is the
+        whole imaging area, and there is deliberately no plain ``GAIN``,
+        ``RDNOISE`` or ``BIASSEC``, so a one-amplifier reduction stops with a
+        "no gain" error instead of using one amplifier's numbers for both.
     seed : int >= 0, seeds all the fixed patterns.
     """
 
@@ -183,6 +198,10 @@ class Detector:
     n_dust: int = 3
     cr_rate: float = 0.5
     instrument: str = "CRDASK-SIM"
+    amplifiers: int = 1
+    amp_bias_step: float = 20.0
+    amp_gain_ratio: float = 1.08
+    amp_readnoise_ratio: float = 1.15
     seed: int = 0
 
     def __post_init__(self):
@@ -211,6 +230,12 @@ class Detector:
                              f"got {self.bad_column!r}")
         if int(self.seed) < 0:
             raise ValueError(f"Detector.seed must be >= 0, got {self.seed}")
+        if self.amplifiers not in (1, 2):
+            raise ValueError(f"Detector.amplifiers must be 1 or 2, got {self.amplifiers}")
+        if self.amplifiers == 2 and (self.prescan or not self.overscan
+                                     or self.image_shape[1] < 2):
+            raise ValueError("Detector.amplifiers = 2 needs prescan = 0 and overscan > 0 "
+                             "(each amplifier gets an overscan strip of that width)")
 
     # -- geometry ----------------------------------------------------------
 
@@ -220,10 +245,34 @@ class Detector:
         return (self.shape[0] // self.binning[1], self.shape[1] // self.binning[0])
 
     @property
+    def _left(self):
+        """Columns left of the imaging area (amplifier 1's strip for 2 amps)."""
+        return self.overscan if self.amplifiers == 2 else self.prescan
+
+    @property
     def raw_shape(self):
         """(ny, nx) of the whole raw array."""
         ny, nx = self.image_shape
-        return (ny + self.overscan_rows, self.prescan + nx + self.overscan)
+        return (ny + self.overscan_rows, self._left + nx + self.overscan)
+
+    def amps(self):
+        """One dict per amplifier: ``data`` and ``bias`` (numpy slices of the
+        raw array), ``gain`` (e-/ADU), ``readnoise`` (e-), ``bias_step``
+        (ADU added to the bias level)."""
+        ny, nx = self.image_shape
+        g, rn = float(self.gain), float(self.readnoise)
+        if self.amplifiers == 1:
+            return [{"data": self.data_slice, "bias": self.bias_slice, "gain": g,
+                     "readnoise": rn, "bias_step": 0.0}]
+        o, h = self.overscan, nx // 2
+        rows = slice(0, ny)
+        return [{"data": (rows, slice(o, o + h)), "bias": (rows, slice(0, o)),
+                 "gain": g, "readnoise": rn, "bias_step": 0.0},
+                {"data": (rows, slice(o + h, o + nx)),
+                 "bias": (rows, slice(o + nx, o + nx + o)),
+                 "gain": g * float(self.amp_gain_ratio),
+                 "readnoise": rn * float(self.amp_readnoise_ratio),
+                 "bias_step": float(self.amp_bias_step)}]
 
     @property
     def bin_area(self):
@@ -233,14 +282,14 @@ class Detector:
     def data_slice(self):
         """Numpy slices ``(ys, xs)`` of the imaging area in the raw array."""
         ny, nx = self.image_shape
-        return (slice(0, ny), slice(self.prescan, self.prescan + nx))
+        return (slice(0, ny), slice(self._left, self._left + nx))
 
     @property
     def bias_slice(self):
         """Numpy slices of the BIASSEC region, or None if there is none."""
         ny, nx = self.image_shape
         if self.overscan:
-            return (slice(0, ny), slice(self.prescan + nx, self.prescan + nx + self.overscan))
+            return (slice(0, ny), slice(self._left + nx, self._left + nx + self.overscan))
         if self.prescan:
             return (slice(0, ny), slice(0, self.prescan))
         if self.overscan_rows:
@@ -253,7 +302,11 @@ class Detector:
         (no BIASSEC when there is no prescan/overscan)."""
         out = {"DATASEC": _fits_section(self.data_slice)}
         out["TRIMSEC"] = out["DATASEC"]
-        if self.bias_slice is not None:
+        if self.amplifiers == 2:
+            for n, amp in enumerate(self.amps(), 1):
+                out[f"DATASEC{n}"] = _fits_section(amp["data"])
+                out[f"BIASSEC{n}"] = _fits_section(amp["bias"])
+        elif self.bias_slice is not None:
             out["BIASSEC"] = _fits_section(self.bias_slice)
         return out
 
@@ -306,6 +359,9 @@ def bias_model(detector: Detector) -> np.ndarray:
             + detector.bias_transient * np.exp(-y / max(detector.bias_transient_rows, 1e-9)))
     cols = np.zeros(nxr)
     cols[xs] = rng.normal(0.0, detector.bias_column_rms, xs.stop - xs.start)
+    for amp in detector.amps()[1:]:        # amplifier 2: its data half and its strip
+        cols[amp["data"][1]] += amp["bias_step"]
+        cols[amp["bias"][1]] += amp["bias_step"]
     out = (detector.bias_level + ramp[:, None] + cols[None, :]).astype(np.float32)
     return _readonly(out)
 
@@ -528,7 +584,8 @@ def _format_date(date_obs):
 def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter=None,
                  seed=0, sky=None, scene: StarField | None = None, dither=(0.0, 0.0),
                  cosmics=True, date_obs=None, object=None, imagetyp=None,
-                 flat_level=None, cr_threshold=3.0) -> RawSimulation:
+                 flat_level=None, cr_threshold=3.0, light=None, extra_crcharge=None,
+                 extra_header=None) -> RawSimulation:
     """Simulate one raw frame.
 
     Parameters
@@ -557,6 +614,13 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
     flat_level : dome level, ADU above bias at unit response (default
         :func:`default_flat_level`); each flat varies by 1% rms around it.
     cr_threshold : CR truth threshold, noise sigmas (see module docstring).
+    light : optional array, imaging-area shape, e-/s per output pixel before
+        the flat: replaces the lamp (flats), the sky and stars (science), and
+        is the only light of an ``'arc'`` frame (spectra: see
+        :mod:`crdask.simulate.longslit`). Required for arcs.
+    extra_crcharge : optional array, imaging-area shape, e-: CR charge added
+        to this frame's own CRs (same pixels in two frames: "double hits").
+    extra_header : optional dict of header cards to add (e.g. DISPAXIS).
     """
     if str(kind).lower() not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
@@ -589,10 +653,29 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
     # -- expected electrons, imaging area -------------------------------------
     scene_e = None
     dark = dark_current_map(detector)
+    if kind == "arc" and light is None:
+        raise ValueError("an arc frame needs light= (the lamp spectrum, e-/s per pixel)")
+    if light is not None:
+        light = np.asarray(light, dtype=np.float64)
+        if light.shape != (ny, nx):
+            raise ValueError(f"light must have the imaging shape {(ny, nx)}, "
+                             f"got {light.shape}")
     if kind == "bias":
         expected = None
     elif kind == "dark":
         expected = dark.astype(np.float64) * exptime
+    elif light is not None:
+        flat = flat_response(detector, filter)
+        truth["flat"] = flat
+        scale = 1.0
+        if kind == "flat":
+            scale = float(1.0 + 0.01 * s_frame.standard_normal())
+            truth["lamp_scale"] = scale
+        if kind == "science":
+            truth["dither"] = tuple(float(v) for v in dither)
+        scene_e = light * (exptime * scale)
+        expected = scene_e * flat
+        expected += dark * exptime
     else:
         flat = flat_response(detector, filter)
         truth["flat"] = flat
@@ -627,6 +710,12 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
         deposit = (_frame._deposit_single, _frame._deposit_blob, _frame._deposit_track)
         for k, q in zip(kinds, qs):
             deposit[k](crcharge, s_cr, q)
+    if extra_crcharge is not None:
+        extra = np.asarray(extra_crcharge, dtype=np.float64)
+        if extra.shape != (ny, nx):
+            raise ValueError(f"extra_crcharge must have the imaging shape {(ny, nx)}")
+        crcharge += extra
+        n_cr += 1 if np.any(extra > 0) else 0
     truth["n_cosmics"] = n_cr
 
     # -- electrons -> ADU ---------------------------------------------------------
@@ -635,7 +724,20 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
     bias = bias_model(detector) + np.float32(offset)
     ys, xs = detector.data_slice
     rn_adu = s_rn.standard_normal(detector.raw_shape, dtype=np.float32)
-    rn_adu *= np.float32(rn / gain)
+    # per raw column: each amplifier's read noise (ADU) and, on the imaging
+    # columns, its gain
+    rn_col = np.empty(detector.raw_shape[1], np.float32)
+    gain_col = np.empty(nx, np.float32)
+    for amp in detector.amps():
+        rn_col[amp["bias"][1] if amp["bias"] is not None else slice(0, 0)] = \
+            amp["readnoise"] / amp["gain"]
+        rn_col[amp["data"][1]] = amp["readnoise"] / amp["gain"]
+        cs = amp["data"][1]
+        gain_col[cs.start - xs.start:cs.stop - xs.start] = amp["gain"]
+    if detector.amplifiers == 1:
+        rn_col[:] = np.float32(rn / gain)      # prescan/overscan rows too
+        gain_col[:] = np.float32(gain)
+    rn_adu *= rn_col[None, :]
     adu = bias + rn_adu
     if expected is not None:
         electrons = s_noise.poisson(expected).astype(np.float32)
@@ -644,12 +746,13 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
     touched = crcharge > 0
     crmask = np.zeros((ny, nx), dtype=bool)
     if n_cr:
-        clean_t = (electrons[touched] / np.float32(gain) + adu[ys, xs][touched])
+        gmap = np.broadcast_to(gain_col[None, :], (ny, nx))
+        clean_t = (electrons[touched] / gmap[touched] + adu[ys, xs][touched])
         model_t = expected[touched] if expected is not None else 0.0
         crmask[touched] = ((crcharge[touched] > cr_threshold * np.sqrt(model_t + rn ** 2))
                            & (np.rint(clean_t) < detector.saturation))
         electrons[touched] += s_crnoise.poisson(crcharge[touched]).astype(np.float32)
-    adu[ys, xs] += electrons / np.float32(gain)
+    adu[ys, xs] += electrons / gain_col[None, :]
     np.rint(adu, out=adu)
     np.clip(adu, 0, detector.saturation, out=adu)
     data = adu.astype(np.uint16)
@@ -664,6 +767,8 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
 
     header = _raw_header(kind, detector, exptime=exptime, filter=filter, seed=seed,
                          date_obs=date_obs, object=object, imagetyp=imagetyp)
+    for key, value in (extra_header or {}).items():
+        header[key] = value
     hdu = fits.PrimaryHDU(data=data, header=header)
     return RawSimulation(hdu=hdu, truth=truth, header=hdu.header)
 
@@ -672,7 +777,7 @@ def _raw_header(kind, detector, *, exptime, filter, seed, date_obs, object, imag
     h = fits.Header()
     if object is None:
         object = {"bias": "Bias", "dark": "Dark", "flat": f"Dome flat {filter}",
-                  "science": "field"}[kind]
+                  "science": "field", "arc": "Arc"}[kind]
     h["INSTRUME"] = (detector.instrument, "instrument")
     h["DETECTOR"] = ("SIMCCD", "detector")
     h["IMAGETYP"] = (IMAGETYP[kind] if imagetyp is None else str(imagetyp), "image type")
@@ -682,12 +787,21 @@ def _raw_header(kind, detector, *, exptime, filter, seed, date_obs, object, imag
     h["EXPTIME"] = (float(exptime), "[s] exposure time")
     h["DARKTIME"] = (float(exptime), "[s] dark time")
     h["FILTER"] = (filter, "filter")
-    h["GAIN"] = (float(detector.gain), "[e-/ADU] gain")
-    h["RDNOISE"] = (float(detector.readnoise), "[e-] read noise")
+    if detector.amplifiers == 1:
+        h["GAIN"] = (float(detector.gain), "[e-/ADU] gain")
+        h["RDNOISE"] = (float(detector.readnoise), "[e-] read noise")
+    else:
+        h["NAMPS"] = (detector.amplifiers, "amplifiers read out")
+        for n, amp in enumerate(detector.amps(), 1):
+            h[f"GAIN{n}"] = (round(amp["gain"], 6), f"[e-/ADU] gain, amplifier {n}")
+            h[f"RDNOISE{n}"] = (round(amp["readnoise"], 6),
+                                f"[e-] read noise, amplifier {n}")
     h["SATURATE"] = (int(detector.saturation), "[ADU] saturation level")
     for key, value in detector.sections().items():
         h[key] = (value, {"DATASEC": "imaging area", "TRIMSEC": "section to keep",
-                          "BIASSEC": "overscan region"}[key])
+                          "BIASSEC": "overscan region"}.get(
+                              key, f"amplifier {key[-1]} " + (
+                                  "imaging area" if key.startswith("DATA") else "overscan")))
     h["CCDSUM"] = (detector.ccdsum, "binning x y")
     h["BUNIT"] = ("adu", "raw counts")
     h["SIMSEED"] = (int(seed), "crdask.simulate seed of this frame")
