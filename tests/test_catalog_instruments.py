@@ -108,7 +108,9 @@ def test_read_header_merges_primary_under_the_image_hdu(tmp_path):
                                   "FILTER": "B", "BZERO": 5},
             {"FILTER": "R", "IMAGETYP": "object"})
     h = read_header(p)
-    assert (h.hdu, h.index, h.where) == (1, 1, f"{p}[1]")
+    assert (h.hdu, h.hdu_index, h.where) == (1, 1, f"{p}[1]")
+    h["HISTORY"] = "a Header still: methods such as index() work"
+    assert h.index("HISTORY") == len(h) - 1
     assert (h["GAIN"], h["RDNOISE"], h["EXPTIME"], h["SATURATE"]) == (1.7, 4.0, 30.0, 60000)
     assert h["FILTER"] == "R"                    # the image HDU wins
     assert h["BZERO"] == 32768                   # encoding keys: the image's own only

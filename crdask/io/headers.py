@@ -320,13 +320,14 @@ class MergedHeader(fits.Header):
     """An astropy Header holding the image HDU's cards followed by the
     primary header's cards that the image header lacks (commentary and
     :data:`LOCAL_KEYWORDS` excepted), with what was read: ``path``, ``hdu``
-    (label of the HDU actually read, for messages ``FILE[HDU]``), ``index``
-    and ``warnings`` (cards read leniently). Its BZERO/BSCALE/NAXISn are the
+    (label of the HDU actually read, for messages ``FILE[HDU]``),
+    ``hdu_index`` (its index in the file; not ``index``, which is a Header
+    method) and ``warnings`` (cards read leniently). Its BZERO/BSCALE/NAXISn are the
     image HDU's, so it describes the stored image exactly."""
 
     path = None
     hdu = None
-    index = 0
+    hdu_index = 0
     warnings = ()
 
     @property
@@ -354,6 +355,6 @@ def merge_headers(image, primary, *, path=None, hdu=None, index=0, warnings=()):
             if key in _COMMENTARY or _is_local(key) or key in out:
                 continue
             out.append(card, end=True)
-    out.path, out.hdu, out.index = path, hdu, index
+    out.path, out.hdu, out.hdu_index = path, hdu, index
     out.warnings = list(warnings)
     return out

@@ -452,7 +452,7 @@ def read_header(path, hdu=None) -> MergedHeader:
     -------
     :class:`~crdask.io.headers.MergedHeader`: the image HDU's cards, then the
     primary's other cards (so GAIN, RDNOISE, EXPTIME, SATURATE, DATASEC in
-    the primary header of a MEF file are found); ``.hdu`` / ``.index`` name
+    the primary header of a MEF file are found); ``.hdu`` / ``.hdu_index`` name
     the HDU actually read (``.where`` is ``"FILE[HDU]"`` for messages),
     ``.warnings`` the cards read leniently. For a tile-compressed HDU the
     image header is the one astropy reconstructs (NAXISn of the image).
