@@ -25,26 +25,25 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-from astropy.io import fits
 
 from .duplicates import mark_duplicates
 from .exposures import ExposureGroup, exposure_groups
 from .fits import FitsInputError
-from .frametypes import (FRAME_TYPES, SCIENCE_LIKE, KeywordMap, classify_frame_type,
-                         normalize_value)
+from .keywords import FRAME_TYPES, SCIENCE_LIKE, KeywordMap, classify_frame_type
+from .keywords import binning_value as _binning
+from .keywords import filter_value as _filter
+from .keywords import first_value as _first
+from .keywords import number_value as _number
+from .keywords import text_value as _text
 from .raw import check_data_size, locate_hdu, unsigned_without_bzero
 
 __all__ = ["FRAME_TYPES", "SCIENCE_LIKE", "FITS_SUFFIXES", "KeywordMap", "FrameInfo",
            "Group", "Catalog", "build_catalog", "list_fits_files", "frame_info",
            "ExposureGroup", "exposure_groups"]
-
-_norm = normalize_value
 
 #: File names (lower-cased) a directory listing treats as FITS.
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz",
@@ -293,82 +292,6 @@ def _display_names(paths):
 
 # ---------------------------------------------------------------------------
 # reading one file
-
-
-def _value(headers, key):
-    for h in headers:
-        if key in h:
-            v = h[key]
-            if v is None or isinstance(v, fits.card.Undefined):
-                return None
-            return v.strip() if isinstance(v, str) else v
-    return None
-
-
-def _first(headers, keys):
-    """(key, value) of the first keyword present with a non-empty value."""
-    for k in keys:
-        v = _value(headers, k)
-        if v is not None and v != "":
-            return k, v
-    return None, None
-
-
-def _number(headers, keys, what, notes):
-    key, v = _first(headers, keys)
-    if key is None:
-        return None
-    if isinstance(v, str):   # some writers quote numbers: '120.0'
-        try:
-            v = float(v)
-        except ValueError:
-            notes.append(f"{key} = {v!r} is not a number; {what} unknown")
-            return None
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
-            or not np.isfinite(v):
-        notes.append(f"{key} = {v!r} is not a finite number; {what} unknown")
-        return None
-    return float(v)
-
-
-def _text(headers, keys):
-    _, v = _first(headers, keys)
-    return None if v is None else str(v)
-
-
-def _filter(headers, km):
-    single = _text(headers, km.filter_keys)
-    if single is not None:
-        return single
-    wheels = [str(v) for v in (_value(headers, k) for k in km.filter_wheel_keys)
-              if v is not None]
-    if not wheels:
-        return None
-    clear = {_norm(c) for c in km.clear_filters}
-    real = [w for w in wheels if _norm(w) not in clear]
-    return "+".join(real) if real else wheels[0]
-
-
-_BIN_RE = re.compile(r"^\s*(\d+)\s*[x×,\s]\s*(\d+)\s*$", re.IGNORECASE)
-
-
-def _binning(headers, km, notes):
-    key, v = _first(headers, km.binning_keys)
-    if key is not None:
-        m = _BIN_RE.match(str(v))
-        if m:
-            return f"{int(m.group(1))}x{int(m.group(2))}"
-        if isinstance(v, int) and not isinstance(v, bool):
-            return f"{v}x{v}"
-        notes.append(f"{key} = {v!r} is not a binning like '2 2'")
-    for kx, ky in km.binning_pairs:
-        bx, by = _value(headers, kx), _value(headers, ky)
-        if bx is not None and by is not None:
-            try:
-                return f"{int(bx)}x{int(by)}"
-            except (TypeError, ValueError):
-                notes.append(f"{kx}, {ky} = {bx!r}, {by!r} are not binning factors")
-    return None
 
 
 def _frame_type(headers, km, aliases, notes):

@@ -9,7 +9,7 @@ Rules (all of them must hold between a member and the group):
 
 * the values of ``keys`` are equal (default: ``object`` and ``setup``, the
   latter being filter / grism / slit / binning / window, see
-  :class:`~crdask.io.frametypes.KeywordMap`);
+  :class:`~crdask.io.keywords.KeywordMap`);
 * the exposure time is within ``exptime_rtol`` (relative) of the group's
   *first* member's (so a slow drift cannot chain 100 s into 200 s);
 * consecutive in time: members are ordered by their start (DATE-OBS, or the

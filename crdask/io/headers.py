@@ -35,6 +35,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import re
 
 from astropy.io import fits
@@ -55,6 +56,7 @@ _LOCAL_RE = re.compile(r"^(?:Z?NAXIS\d+|ZTILE\d+|ZNAME\d+|ZVAL\d+|TFORM\d+|TTYPE
 _COMMENTARY = ("COMMENT", "HISTORY", "", "CONTINUE")
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_keyword(key):
     """The keyword as astropy names it: upper case, single spaces, without a
     leading ``HIERARCH`` (``'hierarch eso dpr type'`` -> ``'ESO DPR TYPE'``)."""
@@ -151,10 +153,11 @@ class HeaderCards:
     like an :class:`astropy.io.fits.Header` for ordinary 8-character keywords
     (first occurrence wins; strings lose trailing blanks; ``T``/``F`` are
     bools; an undefined value is ``None``), but parse only the cards asked
-    for. Anything unusual -- long keywords (HIERARCH), commentary cards,
-    CONTINUE'd strings, complex numbers -- is answered by the full astropy
-    header, which :attr:`header` builds once, on first use. Keys may be
-    HIERARCH names (:func:`normalize_keyword`). Non-ASCII cards are read
+    for. HIERARCH cards (``'ESO DPR TYPE'``) are indexed on the bytes too.
+    Anything unusual -- commentary cards, CONTINUE'd strings, complex
+    numbers -- is answered by the full astropy header, which :attr:`header`
+    builds once, on first use. Keys may be HIERARCH names
+    (:func:`normalize_keyword`). Non-ASCII cards are read
     leniently; ``warnings`` lists them (:func:`sanitize_header_bytes`).
     """
 
@@ -163,15 +166,27 @@ class HeaderCards:
     def __init__(self, raw: bytes):
         raw, self.warnings = sanitize_header_bytes(raw)
         self.raw = raw
-        index = {}
+        index = {}      # keyword -> (card offset, offset of the value after '=')
         for i in range(0, len(raw), _CARD):
             kw = raw[i:i + 8]
             if kw == b"END     ":
                 break
-            index.setdefault(kw.rstrip().decode("ascii", "replace").upper(), i)
+            if kw == b"HIERARCH":            # ESO long keywords: 'HIERARCH ESO DPR TYPE ='
+                j = raw.find(b"=", i + 9, i + _CARD)
+                if j > 0:
+                    name = normalize_keyword(raw[i + 9:j].decode("ascii", "replace"))
+                    index.setdefault(name, (i, j + 1))
+                continue
+            index.setdefault(kw.rstrip().decode("ascii", "replace").upper(),
+                             (i, i + 10 if raw[i + 8:i + 10] == b"= " else None))
         self._index = index
         self._values = {}
         self._header = None
+
+    @property
+    def parsed(self) -> bool:
+        """True once the full astropy header has been built."""
+        return self._header is not None
 
     @property
     def header(self) -> fits.Header:
@@ -180,21 +195,20 @@ class HeaderCards:
             self._header = fits.Header.fromstring(self.raw)
         return self._header
 
-    def _simple(self, key):
-        return len(key) <= 8 and " " not in key and key not in _COMMENTARY
-
     def __contains__(self, key):
         key = normalize_keyword(key)
-        return key in self._index if self._simple(key) else key in self.header
+        if key in _COMMENTARY:
+            return key in self.header
+        return key in self._index          # HIERARCH cards are indexed too
 
     def __getitem__(self, key):
         key = normalize_keyword(key)
-        if not self._simple(key):
+        if key in _COMMENTARY:
             return self.header[key]
         if key in self._values:
             return self._values[key]
-        i = self._index[key]               # KeyError like a Header
-        value = _card_value(self.raw[i:i + _CARD])
+        i, v = self._index[key]            # KeyError like a Header
+        value = _ASK_ASTROPY if v is None else _card_value(self.raw[v:i + _CARD])
         if value is _ASK_ASTROPY:
             value = self.header[key]
         self._values[key] = value
@@ -213,11 +227,10 @@ _INT_RE = re.compile(rb"^[+-]?\d+$")
 _FLOAT_RE = re.compile(rb"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[EeDd][+-]?\d+)?$")
 
 
-def _card_value(card):
-    """The value of one 80-byte card like astropy gives it, or _ASK_ASTROPY."""
-    if card[8:10] != b"= ":
-        return _ASK_ASTROPY
-    rest = card[10:].lstrip(b" ")
+def _card_value(rest):
+    """The value of a card like astropy gives it, from the bytes after its
+    ``=``, or _ASK_ASTROPY."""
+    rest = rest.lstrip(b" ")
     if rest.startswith(b"'"):
         out, i = [], 1
         while True:

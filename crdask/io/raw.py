@@ -43,7 +43,6 @@ from __future__ import annotations
 import gzip
 import numbers
 import os
-import re
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -38,8 +38,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["FRAME_TYPES", "SCIENCE_LIKE", "KeywordMap", "classify_frame_type",
-           "normalize_value"]
+import numpy as np
+from astropy.io import fits
+
+__all__ = ["FRAME_TYPES", "SCIENCE_LIKE", "SETUP_PARTS", "KeywordMap",
+           "classify_frame_type", "normalize_value", "header_value", "first_value",
+           "number_value", "text_value", "filter_value", "binning_value"]
 
 #: Every frame type the catalogue assigns.
 FRAME_TYPES = ("bias", "dark", "flat", "science", "standard", "arc", "other")
@@ -169,3 +173,92 @@ def classify_frame_type(value, keymap=None, aliases=None):
     ftype = named.pop()
     rest = [t for t in tokens if not (aliases.get(t) == ftype and t not in qualifiers)]
     return ftype, ",".join(rest) or None
+
+
+# ---------------------------------------------------------------------------
+# reading values (the catalogue's rules)
+
+
+def header_value(headers, key):
+    """Value of ``key`` in the first of ``headers`` holding it (strings
+    stripped; undefined -> None), or None. ``headers``: Header-likes, e.g.
+    one :class:`~crdask.io.headers.MergedCards`."""
+    for h in headers:
+        if key in h:
+            v = h[key]
+            if v is None or isinstance(v, fits.card.Undefined):
+                return None
+            return v.strip() if isinstance(v, str) else v
+    return None
+
+
+def first_value(headers, keys):
+    """(key, value) of the first keyword present with a non-empty value."""
+    for k in keys:
+        v = header_value(headers, k)
+        if v is not None and v != "":
+            return k, v
+    return None, None
+
+
+def number_value(headers, keys, what, notes):
+    """The first present keyword of ``keys`` as a float (quoted numbers
+    accepted), or None; a value that is not a finite number adds a note
+    naming the keyword to ``notes`` and gives None."""
+    key, v = first_value(headers, keys)
+    if key is None:
+        return None
+    if isinstance(v, str):   # some writers quote numbers: '120.0'
+        try:
+            v = float(v)
+        except ValueError:
+            notes.append(f"{key} = {v!r} is not a number; {what} unknown")
+            return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
+            or not np.isfinite(v):
+        notes.append(f"{key} = {v!r} is not a finite number; {what} unknown")
+        return None
+    return float(v)
+
+
+def text_value(headers, keys):
+    """The first present, non-empty keyword of ``keys`` as text, or None."""
+    _, v = first_value(headers, keys)
+    return None if v is None else str(v)
+
+
+def filter_value(headers, km):
+    """The filter: ``km.filter_keys``, else the non-clear filter wheels."""
+    single = text_value(headers, km.filter_keys)
+    if single is not None:
+        return single
+    wheels = [str(v) for v in (header_value(headers, k) for k in km.filter_wheel_keys)
+              if v is not None]
+    if not wheels:
+        return None
+    clear = {normalize_value(c) for c in km.clear_filters}
+    real = [w for w in wheels if normalize_value(w) not in clear]
+    return "+".join(real) if real else wheels[0]
+
+
+_BIN_RE = re.compile(r"^\s*(\d+)\s*[x×,\s]\s*(\d+)\s*$", re.IGNORECASE)
+
+
+def binning_value(headers, km, notes):
+    """Binning as ``"XxY"`` from ``km.binning_keys`` or ``km.binning_pairs``."""
+    key, v = first_value(headers, km.binning_keys)
+    if key is not None:
+        m = _BIN_RE.match(str(v))
+        if m:
+            return f"{int(m.group(1))}x{int(m.group(2))}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v}x{v}"
+        notes.append(f"{key} = {v!r} is not a binning like '2 2'")
+    for kx, ky in km.binning_pairs:
+        bx, by = header_value(headers, kx), header_value(headers, ky)
+        if bx is not None and by is not None:
+            try:
+                return f"{int(bx)}x{int(by)}"
+            except (TypeError, ValueError):
+                notes.append(f"{kx}, {ky} = {bx!r}, {by!r} are not binning factors")
+    return None
