@@ -256,8 +256,18 @@ def test_exposure_groups_rules():
     assert next(g for g in tight if "a1" in g.paths).paths == ("a1", "a2")
     strict = exposure_groups(frames, exptime_rtol=0.001)
     assert next(g for g in strict if "a1" in g.paths).paths == ("a1", "a2")
+    s2s = exposure_groups(frames, max_gap=135.0, gap="start-to-start")
+    assert next(g for g in s2s if "a1" in g.paths).paths == ("a1", "a2")   # 130 s, 170 s
+    assert next(g for g in s2s if "a1" in g.paths).gaps == (130.0,)
+    unlimited = exposure_groups(frames, max_gap=None)
+    assert next(g for g in unlimited if "a4" in g.paths).paths == ("a4", "a5")
+    assert [m.path for m in a.members] == list(a.paths)
     with pytest.raises(ValueError, match="max_gap"):
         exposure_groups(frames, max_gap=-1)
+    with pytest.raises(ValueError, match="gap must be"):
+        exposure_groups(frames, gap="middle")
+    legacy = FrameInfo("/n/s.fits", "science", 60.0, "R", "M51")   # positional, as before
+    assert (legacy.exptime, legacy.filter, legacy.object) == (60.0, "R", "M51")
 
 
 # ---------------------------------------------------------------------------

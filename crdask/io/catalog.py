@@ -78,22 +78,23 @@ class FrameInfo:
 
     path: str
     frame_type: str = "other"
-    subtype: str | None = None
     exptime: float | None = None
     filter: str | None = None
-    grism: str | None = None
-    slit: str | None = None
     object: str | None = None
-    setup: str | None = None
     shape: tuple | None = None
     binning: str | None = None
     date_obs: str | None = None
-    mjd_obs: float | None = None
     gain: float | None = None
     rdnoise: float | None = None
     hdu: int | None = None
     error: str | None = None
     warnings: tuple = ()
+    # added later: after the original fields, so positional use still works
+    subtype: str | None = None
+    grism: str | None = None
+    slit: str | None = None
+    setup: str | None = None
+    mjd_obs: float | None = None
 
     @property
     def ok(self):

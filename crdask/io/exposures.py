@@ -18,7 +18,8 @@ Rules (all of them must hold between a member and the group):
   exposure time) to the start of the next**; a gap larger than ``max_gap``
   seconds starts a new group. End-to-start is used so that a long
   exposure and a short one are judged by the same idle time (the readout
-  and any pause), not by their length. Frames of other targets taken in
+  and any pause), not by their length (``gap='start-to-start'`` measures
+  from start to start instead). Frames of other targets taken in
   between do not break a group (an observer alternating two targets gets
   two groups) -- only the idle time of the target's own exposures counts.
 
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["ExposureGroup", "exposure_groups", "start_seconds"]
 
@@ -61,9 +62,10 @@ class ExposureGroup:
     paths : tuple of str, members ordered by start time
     starts : tuple of float, start of each member, seconds since MJD 0 (None
         for an untimed singleton)
-    gaps : tuple of float, idle seconds between consecutive members (end of
-        one to start of the next; ``len(paths) - 1`` values)
+    gaps : tuple of float, seconds between consecutive members as measured
+        for ``max_gap`` (``len(paths) - 1`` values)
     timed : bool, False for a frame without a usable start time
+    members : tuple of the members' FrameInfo, in the order of ``paths``
     """
 
     label: str
@@ -73,6 +75,7 @@ class ExposureGroup:
     starts: tuple
     gaps: tuple
     timed: bool = True
+    members: tuple = field(default=(), repr=False, compare=False)
 
     @property
     def size(self):
@@ -124,7 +127,7 @@ def _base_label(frame):
 
 
 def exposure_groups(frames, keys=("object", "setup"), exptime_rtol=0.01, max_gap=600.0,
-                    min_size=1, frame_types=("science", "standard")):
+                    min_size=1, frame_types=("science", "standard"), gap="end-to-start"):
     """Group equivalent exposures of a night (see the module docstring).
 
     Parameters
@@ -134,11 +137,13 @@ def exposure_groups(frames, keys=("object", "setup"), exptime_rtol=0.01, max_gap
         False) and frames whose type is not in ``frame_types`` are ignored.
     keys : FrameInfo attribute names whose values must be equal.
     exptime_rtol : float >= 0, relative tolerance on the exposure time.
-    max_gap : float >= 0, seconds: the largest idle time (end of one member
-        to the start of the next) inside a group.
+    max_gap : float >= 0 or None, seconds: the largest gap between
+        consecutive members of a group (None: no limit).
     min_size : int >= 1; groups with fewer members are left out of the
         result (their frames are then in no group).
     frame_types : frame types to group (default science and standard).
+    gap : ``'end-to-start'`` (default: idle time, from the end of one
+        exposure to the start of the next) or ``'start-to-start'``.
 
     Returns
     -------
@@ -147,8 +152,15 @@ def exposure_groups(frames, keys=("object", "setup"), exptime_rtol=0.01, max_gap
     """
     if not exptime_rtol >= 0:
         raise ValueError(f"exptime_rtol must be >= 0, got {exptime_rtol!r}")
-    if not max_gap >= 0:
-        raise ValueError(f"max_gap must be >= 0 s, got {max_gap!r}")
+    if max_gap is not None and not max_gap >= 0:
+        raise ValueError(f"max_gap must be >= 0 s or None, got {max_gap!r}")
+    if gap not in ("end-to-start", "start-to-start"):
+        raise ValueError(f"gap must be 'end-to-start' or 'start-to-start', got {gap!r}")
+    from_end = gap == "end-to-start"
+
+    def length(f):
+        return (f.exptime or 0.0) if from_end else 0.0
+
     if int(min_size) != min_size or min_size < 1:
         raise ValueError(f"min_size must be an integer >= 1, got {min_size!r}")
     keys = tuple(keys)
@@ -170,12 +182,12 @@ def exposure_groups(frames, keys=("object", "setup"), exptime_rtol=0.01, max_gap
             if cur:
                 t0, f0 = cur[0]
                 tp, fp = cur[-1]
-                gap = t - (tp + (fp.exptime or 0.0))
+                dt = t - (tp + length(fp))
                 same_t = (f.exptime is None and f0.exptime is None) or (
                     f.exptime is not None and f0.exptime is not None
                     and abs(f.exptime - f0.exptime)
                     <= exptime_rtol * max(abs(f.exptime), abs(f0.exptime)))
-                if not same_t or gap > max_gap:
+                if not same_t or (max_gap is not None and dt > max_gap):
                     runs.append((key, cur))
                     cur = []
             cur.append((t, f))
@@ -191,11 +203,11 @@ def exposure_groups(frames, keys=("object", "setup"), exptime_rtol=0.01, max_gap
         base = _base_label(first)
         counters[base] = counters.get(base, 0) + 1
         starts = tuple(t for t, _ in members)
-        gaps = tuple(round(members[i + 1][0] - (members[i][0] + (members[i][1].exptime or 0.0)), 3)
+        gaps = tuple(round(members[i + 1][0] - (members[i][0] + length(members[i][1])), 3)
                      for i in range(len(members) - 1)) if starts[0] is not None else ()
         out.append(ExposureGroup(
             label=f"{base}_{counters[base]:02d}",
             key={k: getattr(first, k) for k in keys}, exptime=first.exptime,
             paths=tuple(f.path for _, f in members), starts=starts, gaps=gaps,
-            timed=starts[0] is not None))
+            timed=starts[0] is not None, members=tuple(f for _, f in members)))
     return out
