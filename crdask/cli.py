@@ -296,9 +296,11 @@ def _setup_options(f):
 @click.option("--hdu", default=None, help="Image HDU: index or EXTNAME.")
 @click.pass_context
 def catalog_cmd(ctx, directory, as_json, hdu):
-    """Catalogue the FITS files of DIRECTORY from their headers: frame type,
-    exposure, filter, object, shape, binning, and the calibration groups.
-    Unreadable files are listed with the reason (exit code 2)."""
+    """Catalogue the FITS files of DIRECTORY from their headers: frame type
+    and subtype, exposure, object, instrument setup (filter/grism/slit/
+    binning/window), the calibration groups and the exposure groups
+    (equivalent science exposures), then warnings (non-ASCII cards,
+    duplicates, ...). Files set aside are listed with the reason (exit code 2)."""
     from .io.catalog import build_catalog
     from .io.fits import parse_hdu
 

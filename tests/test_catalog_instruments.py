@@ -166,6 +166,27 @@ def test_non_ascii_cards_give_warnings_not_tracebacks(tmp_path):
     assert j.returncode == 0 and "Traceback" not in j.stderr
 
 
+def test_non_ascii_cards_in_a_night_for_gain_and_calibrate(tmp_path):
+    from crdask.simulate import write_night
+    m = write_night(tmp_path / "raw", shape=(96, 96), n_bias=3, n_dark=0, filters=("V",),
+                    n_flat=4, n_science=1, seed=2)
+    for rec in m.files:
+        if rec["kind"] in ("flat", "science"):
+            b = open(m.path(rec["name"]), "rb").read()
+            i = b.index(b"OBJECT  = '") + 11          # first letter of the name
+            open(m.path(rec["name"]), "wb").write(b[:i] + b"\xe9" + b[i + 1:])
+            assert b"\xe9" in open(m.path(rec["name"]), "rb").read()
+    env = {**os.environ, "PYTHONPATH": WT}
+    for cmd in (["gain", m.directory], ["calibrate", m.directory, "-o", str(tmp_path / "o")]):
+        p = subprocess.run([sys.executable, "-m", "crdask", *cmd], capture_output=True,
+                           text=True, env=env)
+        assert p.returncode == 0, (cmd, p.stderr)
+        assert "Traceback" not in p.stderr and "VerifyError" not in p.stderr
+    assert (tmp_path / "o" / "master_flat_V.fits").exists()
+    with fits.open(next((tmp_path / "o").glob("*_cal.fits"))) as hdul:
+        assert hdul[0].header["OBJECT"].startswith("?")
+
+
 # ---------------------------------------------------------------------------
 # header checks
 
