@@ -324,3 +324,30 @@ def test_efosc2_night():
     text = cat.format_table()
     assert "exposure groups (5;" in text and "3  Q1010-0100_g-782_180s_01:" in text
     assert {p.name: p.stat().st_mtime_ns for p in EFOSC.iterdir()} == before
+
+
+def test_workflow_keyword_lists_take_hierarch_names(tmp_path):
+    """A workflow names ESO keywords as people write them; the catalogue
+    built with its keyword map reads them (here: only the HIERARCH names)."""
+    from crdask.pipeline.config import load_workflow
+    y = tmp_path / "efosc2.yaml"
+    y.write_text(f"""version: 1
+inputs: {{directory: {EFOSC}}}
+output: {tmp_path / 'out'}
+keywords:
+  type: [HIERARCH ESO DPR TYPE]
+  filter: [ESO INS FILT1 NAME]
+  grism: [ESO INS GRIS1 NAME]
+  slit: [ESO INS SLIT1 NAME]
+  gain: [ESO DET OUT1 CONAD]
+  readnoise: [ESO DET OUT1 RON]
+  binning: []
+  binning_pairs: [[ESO DET WIN1 BINX, ESO DET WIN1 BINY]]
+""")
+    wf = load_workflow(y)
+    cat = build_catalog(wf.input_files(), wf.keymap())
+    assert len(cat) == 24 and not cat.unreadable
+    std = next(f for f in cat if f.frame_type == "standard")
+    assert (std.gain, std.rdnoise, std.binning) == (1.1, 7.8, "2x2")
+    assert std.setup == "Free/Gr#3/slit#5.0/2x2/1030x1030"
+    assert sum(f.frame_type == "bias" for f in cat) == 5
