@@ -66,6 +66,7 @@ def normalize_keyword(key):
     return k
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_local(key):
     return key in LOCAL_KEYWORDS or bool(_LOCAL_RE.match(key))
 
@@ -161,12 +162,13 @@ class HeaderCards:
     leniently; ``warnings`` lists them (:func:`sanitize_header_bytes`).
     """
 
-    __slots__ = ("raw", "_index", "_values", "_header", "warnings")
+    __slots__ = ("raw", "_index", "_hier", "_values", "_header", "warnings")
 
     def __init__(self, raw: bytes):
         raw, self.warnings = sanitize_header_bytes(raw)
         self.raw = raw
-        index = {}      # keyword -> (card offset, offset of the value after '=')
+        index = {}      # keyword -> offset of its (first) card
+        hier = None     # HIERARCH keyword -> offset of the value after its '='
         for i in range(0, len(raw), _CARD):
             kw = raw[i:i + 8]
             if kw == b"END     ":
@@ -175,10 +177,13 @@ class HeaderCards:
                 j = raw.find(b"=", i + 9, i + _CARD)
                 if j > 0:
                     name = normalize_keyword(raw[i + 9:j].decode("ascii", "replace"))
-                    index.setdefault(name, (i, j + 1))
+                    if name not in index:
+                        index[name] = i
+                        hier = {} if hier is None else hier
+                        hier[name] = j + 1
                 continue
-            index.setdefault(kw.rstrip().decode("ascii", "replace").upper(),
-                             (i, i + 10 if raw[i + 8:i + 10] == b"= " else None))
+            index.setdefault(kw.rstrip().decode("ascii", "replace").upper(), i)
+        self._hier = hier or {}
         self._index = index
         self._values = {}
         self._header = None
@@ -207,7 +212,10 @@ class HeaderCards:
             return self.header[key]
         if key in self._values:
             return self._values[key]
-        i, v = self._index[key]            # KeyError like a Header
+        i = self._index[key]               # KeyError like a Header
+        v = self._hier.get(key)
+        if v is None:
+            v = i + 10 if self.raw[i + 8:i + 10] == b"= " else None
         value = _ASK_ASTROPY if v is None else _card_value(self.raw[v:i + _CARD])
         if value is _ASK_ASTROPY:
             value = self.header[key]
@@ -215,10 +223,7 @@ class HeaderCards:
         return value
 
     def get(self, key, default=None):
-        try:
-            return self[key]
-        except KeyError:
-            return default
+        return self[key] if key in self else default
 
 
 
@@ -284,27 +289,27 @@ class MergedCards:
         self.path, self.hdu, self.index = path, hdu, index
         self._merged = None
 
-    def _sources(self, key):
-        if self.primary is self.image or _is_local(key):
-            return (self.image,)
-        return (self.image, self.primary)
-
     def __contains__(self, key):
         key = normalize_keyword(key)
-        return any(key in h for h in self._sources(key))
+        if key in self.image:
+            return True
+        return self.primary is not self.image and not _is_local(key) and key in self.primary
 
     def __getitem__(self, key):
         key = normalize_keyword(key)
-        for h in self._sources(key):
-            if key in h:
-                return h[key]
+        if key in self.image:
+            return self.image[key]
+        if self.primary is not self.image and not _is_local(key) and key in self.primary:
+            return self.primary[key]
         raise KeyError(f"Keyword {key!r} not found.")
 
     def get(self, key, default=None):
-        try:
-            return self[key]
-        except KeyError:
-            return default
+        key = normalize_keyword(key)
+        if key in self.image:
+            return self.image[key]
+        if self.primary is not self.image and not _is_local(key) and key in self.primary:
+            return self.primary[key]
+        return default
 
     @property
     def warnings(self):

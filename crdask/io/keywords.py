@@ -35,6 +35,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -74,9 +75,19 @@ def _default_aliases():
     return {alias: ftype for ftype, names in _DEFAULT_ALIASES.items() for alias in names}
 
 
+@functools.lru_cache(maxsize=4096)
+def _normalize_text(text):
+    return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
+
+
+@functools.lru_cache(maxsize=64)
+def _normalized_set(words):
+    return frozenset(normalize_value(w) for w in words)
+
+
 def normalize_value(value):
     """Lower case, ``_``/``-`` as spaces, single spaces: the form aliases use."""
-    return " ".join(str(value).lower().replace("_", " ").replace("-", " ").split())
+    return _normalize_text(str(value))
 
 
 @dataclass
@@ -160,7 +171,7 @@ def classify_frame_type(value, keymap=None, aliases=None):
     already computed (the catalogue does this once per night)."""
     km = keymap or KeywordMap()
     aliases = km.normalized_aliases() if aliases is None else aliases
-    qualifiers = {normalize_value(q) for q in km.type_qualifiers}
+    qualifiers = _normalized_set(tuple(km.type_qualifiers))
     whole = normalize_value(value)
     tokens = [t for t in _TOKEN_RE.split(whole) if t]
     if whole in aliases:
@@ -184,12 +195,16 @@ def header_value(headers, key):
     stripped; undefined -> None), or None. ``headers``: Header-likes, e.g.
     one :class:`~crdask.io.headers.MergedCards`."""
     for h in headers:
-        if key in h:
-            v = h[key]
-            if v is None or isinstance(v, fits.card.Undefined):
-                return None
-            return v.strip() if isinstance(v, str) else v
+        v = h.get(key, _MISSING)
+        if v is _MISSING:
+            continue
+        if v is None or isinstance(v, fits.card.Undefined):
+            return None
+        return v.strip() if isinstance(v, str) else v
     return None
+
+
+_MISSING = object()
 
 
 def first_value(headers, keys):
