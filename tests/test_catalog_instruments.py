@@ -351,3 +351,11 @@ keywords:
     assert (std.gain, std.rdnoise, std.binning) == (1.1, 7.8, "2x2")
     assert std.setup == "Free/Gr#3/slit#5.0/2x2/1030x1030"
     assert sum(f.frame_type == "bias" for f in cat) == 5
+
+
+def test_control_characters_are_read_leniently(tmp_path):
+    p = write(tmp_path / "tab.fits", IMAGETYP="object", OBJECT="NGC xx", EXPTIME=1.0)
+    patch_card(p, "NGC xx", b"NGC\t\x00x")
+    f = frame_info(p)
+    assert f.ok and f.object == "NGC??x"
+    assert f.warnings == ("card OBJECT has non-ASCII bytes (b'\\t\\x00'); read as 'NGC??x'",)

@@ -85,12 +85,12 @@ def sanitize_header_bytes(raw):
     characters become ``?``; UTF-8 sequences count as one character), and one
     note per such card naming its keyword. ``raw`` is returned unchanged
     (same object) when it is clean, which is the common case."""
-    if raw.isascii() and not _CONTROL_RE.search(raw):
+    if not raw.translate(None, _PRINTABLE):     # one C pass: the common case
         return raw, []
     out, notes = bytearray(raw), []
     for i in range(0, len(raw) - len(raw) % _CARD, _CARD):
         card = raw[i:i + _CARD]
-        if card.isascii() and not _CONTROL_RE.search(card):
+        if not card.translate(None, _PRINTABLE):
             if card[:8] == b"END     ":
                 break
             continue
@@ -112,7 +112,7 @@ def sanitize_header_bytes(raw):
     return bytes(out), notes
 
 
-_CONTROL_RE = re.compile(rb"[\x00-\x1f\x7f]")
+_PRINTABLE = bytes(range(0x20, 0x7F))
 
 
 def sanitize_header(header):
