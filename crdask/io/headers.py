@@ -19,9 +19,8 @@ calibration), implemented once here:
 
 Cards that are not printable ASCII (e.g. ``OBJECT = 'Café'`` written by a
 careless observing tool) make astropy raise ``VerifyError`` on access.
-:func:`sanitize_header_bytes` decodes such cards leniently (UTF-8 where it
-is UTF-8, else Latin-1), writes ``?`` for every non-ASCII character and
-returns a note naming the card; the notes end up in the catalogue's
+:func:`sanitize_header_bytes` reads such cards leniently, ``?`` for every
+byte outside printable ASCII, and returns a note naming the card; the notes end up in the catalogue's
 per-file ``warnings`` and in ``RawFrame.warnings``. Files are never changed.
 
 Example
@@ -29,8 +28,8 @@ Example
 >>> from crdask.io.headers import sanitize_header_bytes
 >>> card = b"OBJECT  = 'Caf\\xc3\\xa9'".ljust(80) + b"END".ljust(80)
 >>> fixed, notes = sanitize_header_bytes(card)
->>> fixed[:16], notes
-(b"OBJECT  = 'Caf?'", ["card OBJECT has non-ASCII bytes (b'\\\\xc3\\\\xa9'); read as 'Caf?'"])
+>>> fixed[:18], notes
+(b"OBJECT  = 'Caf??'", ["card OBJECT has non-ASCII bytes (b'\\\\xc3\\\\xa9'); read as 'Caf??'"])
 """
 
 from __future__ import annotations
@@ -81,9 +80,9 @@ def _card_keyword(card):
 
 def sanitize_header_bytes(raw):
     """``(bytes, notes)``: the header bytes with every card that holds bytes
-    outside printable ASCII (0x20-0x7E) replaced by an ASCII card (non-ASCII
-    characters become ``?``; UTF-8 sequences count as one character), and one
-    note per such card naming its keyword. ``raw`` is returned unchanged
+    outside printable ASCII (0x20-0x7E) replaced by an ASCII card (each such
+    byte becomes ``?``, as astropy does when it opens a file, so a UTF-8
+    ``é`` reads as ``??``), and one note per such card naming its keyword. ``raw`` is returned unchanged
     (same object) when it is clean, which is the common case."""
     if not raw.translate(None, _PRINTABLE):     # one C pass: the common case
         return raw, []
@@ -94,11 +93,9 @@ def sanitize_header_bytes(raw):
             if card[:8] == b"END     ":
                 break
             continue
-        try:
-            text = card.decode("utf-8")
-        except UnicodeDecodeError:
-            text = card.decode("latin-1")
-        text = "".join(c if " " <= c <= "~" else "?" for c in text)
+        # byte by byte, as astropy does when it opens a file: the card keeps
+        # its 80 columns and a value the same length
+        text = "".join(chr(b) if 0x20 <= b <= 0x7E else "?" for b in card)
         fixed = text.encode("ascii")[:_CARD].ljust(_CARD)
         out[i:i + _CARD] = fixed
         bad = bytes(b for b in card if b > 0x7E or b < 0x20)
