@@ -28,7 +28,7 @@ Example
 >>> from crdask.io.headers import sanitize_header_bytes
 >>> card = b"OBJECT  = 'Caf\\xc3\\xa9'".ljust(80) + b"END".ljust(80)
 >>> fixed, notes = sanitize_header_bytes(card)
->>> fixed[:18], notes
+>>> fixed[:80].rstrip(), notes
 (b"OBJECT  = 'Caf??'", ["card OBJECT has non-ASCII bytes (b'\\\\xc3\\\\xa9'); read as 'Caf??'"])
 """
 
