@@ -1,7 +1,8 @@
 """Seeded synthetic CCD data with known truth, for tests, benchmarks and demos.
 
 ``frame``: one calibrated-looking frame with the true cosmic-ray mask.
-``raw``: raw instrument frames (bias, dark, flat, science; uint16 with
+``detector``: the simulated CCD (geometry, one or two amplifiers, fixed
+patterns). ``raw``: raw instrument frames (bias, dark, flat, science; uint16 with
 overscan and header sections) with their truth kept apart.
 ``night``: a whole night of raw frames on disk plus a separate truth
 directory (:func:`write_night`), and damaged copies for error tests.
@@ -11,7 +12,8 @@ directory (:func:`write_night`), and damaged copies for error tests.
 
 from .frame import SimulatedFrame, label_components, score, simulate_frame
 from .night import NightManifest, damage, drop_keyword, truncate, write_night, wrong_shape
-from .raw import Detector, RawSimulation, StarField, make_star_field, simulate_raw
+from .detector import Detector
+from .raw import RawSimulation, StarField, make_star_field, simulate_raw
 from .longslit import simulate_longslit_night
 from .writers import FORMATS, write_raw
 

@@ -44,7 +44,8 @@ import numpy as np
 
 from ..io.atomic import atomic_open
 from .night import MANIFEST_NAME, READOUT_S, NightManifest
-from .raw import Detector, bias_model, flat_response, simulate_raw
+from .detector import Detector, bias_model, flat_response
+from .raw import simulate_raw
 from .writers import FORMATS, raw_name, write_raw
 
 __all__ = ["simulate_longslit_night", "lamp_spectrum", "arc_spectrum", "science_light"]

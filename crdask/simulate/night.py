@@ -52,8 +52,8 @@ import numpy as np
 from astropy.io import fits
 
 from ..io.atomic import atomic_open
-from .raw import Detector, _filter_hash, default_flat_exptime, make_star_field, simulate_raw
-from .raw import bias_model, dark_current_map, flat_response
+from .detector import Detector, bias_model, dark_current_map, filter_hash, flat_response
+from .raw import default_flat_exptime, make_star_field, simulate_raw
 from .writers import FORMATS, double_hit_charge, raw_name, write_raw
 
 __all__ = ["NightManifest", "write_night", "truncate", "drop_keyword", "wrong_shape",
@@ -302,7 +302,7 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
             stars[fld] = make_star_field(detector, _frame_seed(seed, 10_000 + g),
                                          exptime=max(science_times), filter=filters[0])
         colour_rng = np.random.default_rng(
-            np.random.SeedSequence([seed, 3, g // len(filters), _filter_hash(f)]))
+            np.random.SeedSequence([seed, 3, g // len(filters), filter_hash(f)]))
         field_stars = stars[fld].scaled(np.exp(colour_rng.normal(0.0, 0.3,
                                                                  stars[fld].flux.size)))
         dithers = [[float(v) for v in plan_rng.uniform(-0.5, 0.5, 2)] for _ in range(size)]
