@@ -313,6 +313,7 @@ def test_efosc2_night():
     assert lamp_setups == ["Free/Gr#3/slit#1.2/2x2/1030x1030",
                            "Free/Gr#3/slit#5.0/2x2/1030x1030"]
     assert kinds[("standard", None)][0].object == "EG21"
+    assert len(cat.science_like()) == 9 and len(cat.of_type("science")) == 8
     spectra = [f for f in kinds[("science", None)] if f.grism == "Gr#3"]
     assert len(spectra) == 2 and all(f.exptime > 599 for f in spectra)
     flats = [g for g in cat.groups() if g.frame_type == "flat"]

@@ -198,6 +198,11 @@ class Catalog:
         """Readable frames of one type."""
         return [f for f in self.frames if f.ok and f.frame_type == frame_type]
 
+    def science_like(self):
+        """Readable science and standard-star frames (:data:`SCIENCE_LIKE`):
+        the frames a reduction calibrates and cleans of cosmic rays."""
+        return [f for f in self.frames if f.ok and f.science_like]
+
     def groups(self):
         """The calibration groups, as :class:`Group` s in a stable order:
         bias by (shape, binning); dark by (exptime, shape, binning); flat and
