@@ -263,9 +263,11 @@ def _setup_options(f):
 @click.option("--hdu", default=None, help="Image HDU: index or EXTNAME.")
 @click.pass_context
 def catalog_cmd(ctx, directory, as_json, hdu):
-    """Catalogue the FITS files of DIRECTORY from their headers: frame type,
-    exposure, filter, object, shape, binning, and the calibration groups.
-    Unreadable files are listed with the reason (exit code 2)."""
+    """Catalogue the FITS files of DIRECTORY from their headers: frame type
+    and subtype, exposure, object, instrument setup (filter/grism/slit/
+    binning/window), the calibration groups and the exposure groups
+    (equivalent science exposures), then warnings (non-ASCII cards,
+    duplicates, ...). Files set aside are listed with the reason (exit code 2)."""
     from .io.catalog import build_catalog
     from .io.fits import parse_hdu
 
@@ -486,17 +488,35 @@ def simulate_grp():
 @click.option("--science", "n_science", type=click.IntRange(min=0), default=20,
               show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--layout", type=click.Choice(["groups", "pairs"]), default="groups",
+              show_default=True, help="Science exposures in groups of 3-5 or in pairs.")
+@click.option("--format", "fmt", type=click.Choice(["single", "mef", "gzip", "fpack"]),
+              default="single", show_default=True, help="File format of the raw frames.")
+@click.option("--double-hits", type=click.IntRange(min=0), default=0, show_default=True,
+              help="CR events at the same pixels in 2 members of each group.")
+@click.option("--amplifiers", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="Amplifiers read out (2: each half with its own overscan).")
+@click.option("--mode", type=click.Choice(["imaging", "spectroscopy"]), default="imaging",
+              show_default=True, help="spectroscopy: a long-slit night (lamp flats, arcs).")
 @click.option("--overwrite", is_flag=True)
 def simulate_night_cmd(directory, size, n_bias, n_dark, dark_times, filters, n_flat,
-                       n_science, seed, overwrite):
+                       n_science, seed, layout, fmt, double_hits, amplifiers, mode,
+                       overwrite):
     """Write a raw night into DIRECTORY; the truth (CR masks, detector)
     goes to DIRECTORY_truth, never into the raw files."""
-    from .simulate import write_night
+    from .simulate import simulate_longslit_night, write_night
 
-    m = write_night(directory, shape=(size, size), n_bias=n_bias, n_dark=n_dark,
-                    dark_times=tuple(float(t) for t in dark_times.split(",") if t),
-                    filters=tuple(f for f in filters.split(",") if f), n_flat=n_flat,
-                    n_science=n_science, seed=seed, overwrite=overwrite)
+    if mode == "spectroscopy":
+        m = simulate_longslit_night(directory, shape=(size, size), n_bias=n_bias,
+                                    n_flat=n_flat, n_science=n_science, seed=seed,
+                                    format=fmt, amplifiers=amplifiers, overwrite=overwrite)
+    else:
+        m = write_night(directory, shape=(size, size), n_bias=n_bias, n_dark=n_dark,
+                        dark_times=tuple(float(t) for t in dark_times.split(",") if t),
+                        filters=tuple(f for f in filters.split(",") if f), n_flat=n_flat,
+                        n_science=n_science, seed=seed, overwrite=overwrite,
+                        layout=layout, format=fmt, double_hits=double_hits,
+                        amplifiers=amplifiers)
     click.echo(f"{len(m.files)} raw files in {m.directory}; truth in {m.truth_dir} "
                f"({m.elapsed_s:.1f} s)")
 

@@ -209,8 +209,8 @@ def test_bad_frames_are_set_aside_with_one_line_each(night, tmp_path):
     damage.truncate(sci, work / "truncated.fits")
     damage.drop_keyword(flat, "EXPTIME", work / "flat_noexp.fits")
     damage.wrong_shape(sorted(work.glob("bias_*.fits"))[0], work / "bias_wrongshape.fits")
-    with fits.open(dark) as hdul:  # a dark with EXPTIME = 0
-        hdul[0].header["EXPTIME"] = 0.0
+    with fits.open(dark) as hdul:  # a dark with EXPTIME < 0 (EXPTIME = 0 makes a bias)
+        hdul[0].header["EXPTIME"] = -5.0
         hdul.writeto(work / "dark_zero.fits")
     with fits.open(flat) as hdul:  # an all-NaN flat (float data)
         h = hdul[0].header.copy()

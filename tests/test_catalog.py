@@ -50,12 +50,14 @@ def test_sprat_night_from_real_headers():
     assert e1.date_obs == "2018-08-10T23:22:58.628" and e1.warnings == ()
     assert by["v_a_20180810_13_1_0_1.fits.gz"].frame_type == "arc"
     assert by["v_dark_1.fits.gz"].frame_type == "dark"
-    assert by["v_s_20180810_27_1_0_0.fits.gz"].frame_type == "science"  # STANDARD
+    assert by["v_s_20180810_27_1_0_0.fits.gz"].frame_type == "standard"  # STANDARD
     # the normalised slit flat says OBSTYPE = 'EXPOSE': the catalogue believes it
     assert by["v_slit_red_1.fits.gz"].frame_type == "science"
     groups = {(g.frame_type, tuple(g.key.values())): g.count for g in cat.groups()}
-    assert groups[("science", ("4020longpass", "LHS6328"))] == 5
-    assert groups[("science", ("4020longpass", "Hilt102"))] == 1
+    setup = "4020longpass/-/-/1x1/254x1024"
+    assert e1.setup == setup
+    assert groups[("science", (setup, "LHS6328"))] == 5
+    assert groups[("standard", (setup, "Hilt102"))] == 1
     assert groups[("dark", (600.0, (254, 1024), "1x1"))] == 1
     assert {p: sha256(p) for p in SPRAT_DIR.iterdir()} == before
 
@@ -72,7 +74,7 @@ def test_m51_has_no_type_keyword():
     assert f.frame_type == "other" and f.ok and f.exptime == 600.0
     assert f.object == "m51  B  600s" and f.shape == (512, 512)
     assert f.warnings == ("no frame type keyword (IMAGETYP, OBSTYPE, FRAMETYP, "
-                          "IMGTYPE, EXPTYPE)",)
+                          "IMGTYPE, EXPTYPE, ESO DPR TYPE)",)
 
 
 def test_agrees_with_ccdproc_image_file_collection():
@@ -93,7 +95,7 @@ def test_agrees_with_ccdproc_image_file_collection():
         gain = row["gain"]
         assert f.gain == (None if np.ma.is_masked(gain) else float(gain))
         obstype = str(row["obstype"]).lower()
-        expected = {"expose": "science", "standard": "science", "arc": "arc",
+        expected = {"expose": "science", "standard": "standard", "arc": "arc",
                     "dark": "dark"}[obstype]
         assert f.frame_type == expected
 
@@ -258,11 +260,12 @@ def test_groups(night):
         ("dark", {"exptime": None, "shape": (8, 12), "binning": "1x1"}, 1),
         ("dark", {"exptime": 60.0, "shape": (8, 12), "binning": "1x1"}, 2),
         ("dark", {"exptime": 300.0, "shape": (8, 12), "binning": "1x1"}, 1),
-        ("flat", {"filter": "R", "shape": (8, 12), "binning": "1x1"}, 1),
-        ("flat", {"filter": "V", "shape": (8, 12), "binning": "1x1"}, 2),
-        ("science", {"filter": "R", "object": "M51"}, 1),
-        ("science", {"filter": "V", "object": "M101"}, 1),
-        ("science", {"filter": "V", "object": "M51"}, 2),
+        ("flat", {"setup": "R/-/-/1x1/8x12"}, 1),
+        ("flat", {"setup": "V/-/-/1x1/8x12"}, 2),
+        ("arc", {"setup": "-/-/-/-/8x12"}, 1),
+        ("science", {"setup": "R/-/-/1x1/8x12", "object": "M51"}, 1),
+        ("science", {"setup": "V/-/-/1x1/8x12", "object": "M101"}, 1),
+        ("science", {"setup": "V/-/-/1x1/8x12", "object": "M51"}, 2),
     ]
     grouped = {p for g in cat.groups() for p in g.paths}
     assert not any(f.path in grouped for f in cat.unreadable)
@@ -305,15 +308,16 @@ def test_json_is_stable_and_complete(night):
                                  max_workers=3).to_json()
     d = json.loads(text)
     assert list(d) == sorted(d)
-    assert d["counts"] == {"bias": 4, "dark": 4, "flat": 3, "science": 4, "arc": 1,
-                           "other": 1, "unreadable": 3, "total": 20}
-    assert len(d["frames"]) == 20 and len(d["groups"]) == 10
+    assert d["counts"] == {"bias": 4, "dark": 4, "flat": 3, "science": 4, "standard": 0,
+                           "arc": 1, "other": 1, "unreadable": 3, "total": 20}
+    assert len(d["frames"]) == 20 and len(d["groups"]) == 11
     assert [f["path"] for f in d["frames"]] == sorted(f["path"] for f in d["frames"])
     assert {u["path"] for u in d["unreadable"]} == {
         str(night / n) for n in ("truncated.fits", "empty.fit", "notes.fits")}
     flat_v = next(g for g in d["groups"] if g["frame_type"] == "flat"
-                  and g["key"]["filter"] == "V")
-    assert flat_v["count"] == 2 and flat_v["key"]["shape"] == [8, 12]
+                  and g["key"]["setup"].startswith("V/"))
+    assert flat_v["count"] == 2 and flat_v["key"]["setup"] == "V/-/-/1x1/8x12"
+    assert sum(g["size"] for g in d["exposure_groups"]) == 4
 
 
 def test_threads_only_for_slow_filesystems(night, monkeypatch):
@@ -338,16 +342,15 @@ def test_threads_only_for_slow_filesystems(night, monkeypatch):
 def test_format_table(night):
     text = build_catalog(night).format_table()
     lines = text.splitlines()
-    assert lines[0].split() == ["file", "type", "exptime", "filter", "object",
-                                "ny", "x", "nx", "binning"]
+    assert lines[0].split() == ["file", "type", "subtype", "exptime", "object", "setup"]
     row = next(line for line in lines if line.startswith("sci"))
-    assert row.split()[1:] == ["science", "300", "V", "M51", "8x12", "1x1"]
+    assert row.split()[1:] == ["science", "-", "300", "M51", "V/-/-/1x1/8x12"]
     assert "20 files: 4 bias, 4 dark, 3 flat, 4 science, 1 arc, 1 other, 3 unreadable" \
         in text
-    assert "     2  flat filter=V shape=8x12 binning=1x1" in text
+    assert "     2  flat setup=V/-/-/1x1/8x12" in text
     assert "     1  dark exptime=- shape=8x12 binning=1x1" in text
     assert "dark_notime.fits: dark frame without an exposure time" in text
-    assert "unreadable (3 files, set aside):" in text
+    assert "set aside (3 files):" in text
     assert f"  {night / 'empty.fit'}: empty file" in text
 
 

@@ -266,8 +266,8 @@ BAD = [
     ("inputs", {"inputs": {"hdus": 1}},
      "inputs.hdus: unknown key; allowed: directory, files, hdu"),
     ("keywords", {"keywords": {"filters": ["F"]}}, "keywords.filters: unknown key; allowed: "
-     "type_aliases, type, exptime, filter, filter_wheels, clear_filters, object, date, gain, "
-     "readnoise, binning, binning_pairs"),
+     "type_aliases, type, exptime, filter, filter_wheels, clear_filters, grism, slit, object, "
+     "date, time, gain, readnoise, binning, binning_pairs"),
     ("instrument", {"instrument": {"biassec": "X"}},
      "instrument.biassec: unknown key; allowed: overscan, trim, overscan_statistic, "
      "overscan_fit, overscan_order, bias_level, gain, readnoise, saturation"),
@@ -313,7 +313,7 @@ BAD = [
      "steps.masters.flat_norm: 'mean' is not allowed; allowed: median, mode"),
     ("alias", {"keywords": {"type_aliases": {"EXPOSE": "sci"}}},
      "keywords.type_aliases.EXPOSE: 'sci' is not a frame type; allowed: bias, dark, flat, "
-     "science, arc, other"),
+     "science, standard, arc, other"),
     ("combine-func", {"steps": {"masters": {"combine": {"sigma_clip_func": "mode"}}}},
      "steps.masters.combine.sigma_clip_func: 'mode' is not allowed; allowed: 'median', "
      "'mean'"),

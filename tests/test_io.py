@@ -250,3 +250,20 @@ def test_io_imports_no_upper_layers():
             else:
                 continue
             assert "pipeline" not in mod and "cli" not in mod, (src.name, mod)
+
+
+def test_read_image_reads_non_ascii_cards_leniently(tmp_path):
+    hdu = fits.PrimaryHDU(np.zeros((4, 5), np.float32))
+    hdu.header["OBJECT"] = "M51 xx"
+    hdu.header["GAIN"] = 2.0
+    path = tmp_path / "na.fits"
+    hdu.writeto(path)
+    b = path.read_bytes()
+    i = b.index(b"M51 xx")
+    path.write_bytes(b[:i + 4] + b"\xc3\xa9" + b[i + 6:])
+    image = read_image(path)
+    assert image.header["OBJECT"] == "M51 ??"     # one ? per byte, as astropy
+    assert header_number(image, "GAIN") == 2.0
+    assert any("non-ASCII" in w for w in image.warnings)   # astropy's own note
+    out = output_header(image)                    # writable again: plain ASCII
+    assert out["OBJECT"] == "M51 ??"

@@ -389,6 +389,25 @@ def test_header_cards_agree_with_astropy_on_real_headers(rel):
         assert k in info.cards and k.lower() in info.cards
 
 
+def test_header_cards_read_eso_hierarch_cards_like_astropy():
+    """EFOSC2 headers are mostly HIERARCH cards: indexed on the bytes, read
+    without building the astropy header, and equal to astropy's values."""
+    for path in sorted((SHARED / "efosc2-ntt").glob("*.fits"))[::6]:
+        info = locate_hdu(path)
+        cards = info.cards
+        h = fits.Header.fromstring(cards.raw)     # astropy's parse, apart
+        keys = [c.keyword for c in h.cards if " " in c.keyword]
+        assert len(keys) > 100
+        for k in keys:
+            cards[k]
+            assert not cards.parsed, k            # no full parse needed
+        for k in keys:
+            got, want = cards[k], _astropy_value(h, k)
+            assert got == want and type(got) is type(want), (k, got, want)
+            assert f"HIERARCH {k.lower()}" in cards
+        assert cards["ESO DPR TYPE"] in ("DARK", "FLAT", "WAVE", "OBJECT", "SKY,FLAT", "STD")
+
+
 def test_header_cards_on_awkward_cards(tmp_path):
     h = fits.Header()
     h["QUOTED"] = "it's  "                        # '' inside, trailing blanks

@@ -223,3 +223,20 @@ def test_header_section_on_a_real_header_with_an_added_datasec():
     h["DATASEC"] = f"[{start}:{h['NAXIS1']},1:{h['NAXIS2']}]"
     s = header_section(h, "DATASEC", path="wht070.fits", hdu=0)
     assert s.slices == (slice(0, h["NAXIS2"]), slice(start - 1, h["NAXIS1"]))
+
+
+def test_header_section_with_hierarch_names_and_the_hdu_read(tmp_path):
+    h = fits.Header()
+    h["HIERARCH ESO DET OUT1 DATASEC"] = "[1:4,1:6]"
+    h["HIERARCH ESO DET OUT1 BIASSEC"] = "[5:9,1:6]"
+    path = tmp_path / "eso.fits"
+    fits.HDUList([fits.PrimaryHDU(header=h),
+                  fits.ImageHDU(np.zeros((6, 8), np.uint16), name="CCD1")]).writeto(path)
+    merged = read_header(path)
+    for name in ("ESO DET OUT1 DATASEC", "HIERARCH ESO DET OUT1 DATASEC",
+                 "eso det out1 datasec"):
+        assert header_section(merged, name).shape == (6, 4)
+    with pytest.raises(SectionError) as e:          # x = 9 > NAXIS1 = 8 of the extension
+        header_section(merged, "ESO DET OUT1 BIASSEC")
+    assert str(e.value).startswith(f"{path}[1] ESO DET OUT1 BIASSEC: section '[5:9,1:6]' "
+                                   "exceeds the image")

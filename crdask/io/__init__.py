@@ -14,7 +14,9 @@ from .fits import (
 )
 from .raw import RawFrame, open_lazy, read_header, read_raw
 from .sections import Section, SectionError, apply_section, header_section, parse_section
-from .catalog import Catalog, FrameInfo, Group, KeywordMap, build_catalog
+from .catalog import (Catalog, ExposureGroup, FrameInfo, Group, KeywordMap, build_catalog,
+                      exposure_groups)
+from .headers import MergedHeader
 
 __all__ = [
     "OutputExistsError",
@@ -43,4 +45,7 @@ __all__ = [
     "Group",
     "KeywordMap",
     "build_catalog",
+    "ExposureGroup",
+    "exposure_groups",
+    "MergedHeader",
 ]

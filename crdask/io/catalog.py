@@ -25,91 +25,29 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-from astropy.io import fits
 
+from .duplicates import mark_duplicates
+from .exposures import ExposureGroup, exposure_groups
 from .fits import FitsInputError
-from .raw import check_data_size, locate_hdu
+from .keywords import FRAME_TYPES, SCIENCE_LIKE, KeywordMap, classify_frame_type
+from .keywords import binning_value as _binning
+from .keywords import filter_value as _filter
+from .keywords import first_value as _first
+from .keywords import number_value as _number
+from .keywords import text_value as _text
+from .raw import check_data_size, locate_hdu, unsigned_without_bzero
 
-__all__ = ["FRAME_TYPES", "FITS_SUFFIXES", "KeywordMap", "FrameInfo", "Group",
-           "Catalog", "build_catalog", "list_fits_files"]
-
-#: Every frame type the catalogue assigns.
-FRAME_TYPES = ("bias", "dark", "flat", "science", "arc", "other")
+__all__ = ["FRAME_TYPES", "SCIENCE_LIKE", "FITS_SUFFIXES", "KeywordMap", "FrameInfo",
+           "Group", "Catalog", "build_catalog", "list_fits_files", "frame_info",
+           "ExposureGroup", "exposure_groups"]
 
 #: File names (lower-cased) a directory listing treats as FITS.
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz",
                  ".fits.fz", ".fit.fz", ".fz")
-
-_DEFAULT_ALIASES = {
-    "bias": ("bias", "zero", "bias frame", "zero frame", "biasframe"),
-    "dark": ("dark", "dark frame", "darkframe", "dark current"),
-    "flat": ("flat", "flat field", "flatfield", "flat frame", "dome flat", "domeflat",
-             "dflat", "sky flat", "skyflat", "sflat", "twilight", "twilight flat",
-             "twiflat", "lamp flat", "lampflat"),
-    "science": ("object", "light", "light frame", "expose", "science", "sci",
-                "standard", "std"),
-    "arc": ("arc", "comp", "comparison", "lamp", "wave", "wavelength"),
-}
-
-
-def _default_aliases():
-    return {alias: ftype for ftype, names in _DEFAULT_ALIASES.items() for alias in names}
-
-
-def _norm(value):
-    """Lower case, ``_``/``-`` as spaces, single spaces: the form aliases use."""
-    return " ".join(str(value).lower().replace("_", " ").replace("-", " ").split())
-
-
-@dataclass
-class KeywordMap:
-    """Which header keywords the catalogue reads, tried in the order given.
-
-    type_keys : keywords holding the frame type (first one present decides).
-    type_aliases : header value -> frame type, matched case-insensitively with
-        ``_``/``-`` read as spaces (``'Flat Field'``, ``'DOME_FLAT'``); other
-        values give ``"other"`` and a warning. Add site-specific names here,
-        e.g. ``KeywordMap(type_aliases={**KeywordMap().type_aliases,
-        "sky": "flat"})``.
-    exptime_keys : exposure time in seconds.
-    filter_keys : single filter keywords (first one present wins).
-    filter_wheel_keys : used only if no ``filter_keys`` is present: the values
-        of all present wheels that are not in ``clear_filters`` are joined
-        with ``"+"`` (all clear: the first wheel's value), so SPRAT's
-        FILTER1 = '4020longpass', FILTER2 = 'clear' gives '4020longpass'.
-    object_keys, date_keys, gain_keys (e-/ADU), rdnoise_keys (e-).
-    binning_keys : one keyword holding both factors, ``'2 2'``, ``'2x2'``.
-    binning_pairs : (x, y) keyword pairs, e.g. (XBINNING, YBINNING).
-    """
-
-    type_keys: tuple = ("IMAGETYP", "OBSTYPE", "FRAMETYP", "IMGTYPE", "EXPTYPE")
-    type_aliases: dict = field(default_factory=_default_aliases)
-    exptime_keys: tuple = ("EXPTIME", "EXPOSURE", "ITIME", "EXPTIM")
-    filter_keys: tuple = ("FILTER", "FILTNAME", "INSFILTE", "FILTERS")
-    filter_wheel_keys: tuple = ("FILTER1", "FILTER2", "FILTER3", "FILTER4")
-    clear_filters: tuple = ("clear", "open", "none", "empty", "blank", "air", "")
-    object_keys: tuple = ("OBJECT", "OBJNAME", "TARGNAME")
-    date_keys: tuple = ("DATE-OBS", "DATE_OBS")
-    gain_keys: tuple = ("GAIN", "EGAIN", "CCDGAIN")
-    rdnoise_keys: tuple = ("RDNOISE", "READNOIS", "RON", "ENOISE")
-    binning_keys: tuple = ("CCDSUM", "BINNING", "CCDBIN")
-    binning_pairs: tuple = (("XBINNING", "YBINNING"), ("CCDXBIN", "CCDYBIN"),
-                            ("BINX", "BINY"), ("CCDBIN1", "CCDBIN2"))
-
-    def normalized_aliases(self):
-        """``type_aliases`` with normalised keys (see :func:`_norm`)."""
-        return {_norm(k): v for k, v in self.type_aliases.items()}
-
-    def frame_type(self, value):
-        """The frame type for a header value, or None if it is not known."""
-        return self.normalized_aliases().get(_norm(value))
-
 
 @dataclass
 class FrameInfo:
@@ -117,13 +55,24 @@ class FrameInfo:
 
     path : str
     frame_type : one of :data:`FRAME_TYPES`
+    subtype : the qualifiers of the frame-type value, lower case,
+        comma-joined (``'SKY,FLAT'`` -> ``'sky'``, ``'FLAT,LAMP'`` ->
+        ``'lamp'``; ``'dark'`` for a zero-second DARK catalogued as a bias),
+        or None
     exptime : float, seconds, or None if missing / not a number
-    filter, object, date_obs : str or None (header values as written)
+    filter, grism, slit, object, date_obs : str or None (values as written)
+    mjd_obs : float (MJD of the start, from ``time_keys``) or None
+    setup : the instrument setup, ``KeywordMap.setup_keys`` joined with
+        ``"/"`` (``'g#782/Free/Free/2x2/1030x1030'``: filter / grism / slit /
+        binning / ny x nx; ``-`` for a missing value); frames of different
+        setups are never combined
     shape : (ny, nx) pixels, or None for an unreadable file
     binning : ``"XxY"`` (e.g. ``"1x3"``: x unbinned, 3 rows summed) or None
     gain : float e-/ADU or None; rdnoise : float e- or None
     hdu : index of the image HDU read
-    error : one line ``"FILE[HDU]: problem"`` if the file could not be read
+    error : one line ``"FILE[HDU]: problem"`` if the file could not be used
+        (unreadable, or a header value that makes it unusable: GAIN <= 0,
+        negative EXPTIME)
     warnings : tuple of one-line notes about doubtful headers
     """
 
@@ -140,11 +89,22 @@ class FrameInfo:
     hdu: int | None = None
     error: str | None = None
     warnings: tuple = ()
+    # added later: after the original fields, so positional use still works
+    subtype: str | None = None
+    grism: str | None = None
+    slit: str | None = None
+    setup: str | None = None
+    mjd_obs: float | None = None
 
     @property
     def ok(self):
         """True if the headers could be read."""
         return self.error is None
+
+    @property
+    def science_like(self):
+        """True for science and standard-star frames (reduced alike)."""
+        return self.frame_type in SCIENCE_LIKE
 
     def to_dict(self):
         d = asdict(self)
@@ -157,7 +117,7 @@ class FrameInfo:
 class Group:
     """Frames a reduction would combine together (e.g. one master flat).
 
-    frame_type : "bias", "dark", "flat" or "science"
+    frame_type : "bias", "dark", "flat", "science", "standard" or "arc"
     key : dict of the values that define the group (shape as (ny, nx))
     paths : tuple of file paths, sorted
     """
@@ -186,12 +146,15 @@ class Group:
                 "paths": list(self.paths)}
 
 
-#: What each calibration group is keyed on.
+#: What each calibration group is keyed on (``setup`` includes filter,
+#: grism, slit, binning and shape as ``KeywordMap.setup_keys`` says).
 GROUP_KEYS = {
     "bias": ("shape", "binning"),
     "dark": ("exptime", "shape", "binning"),
-    "flat": ("filter", "shape", "binning"),
-    "science": ("filter", "object"),
+    "flat": ("setup",),
+    "arc": ("setup",),
+    "science": ("setup", "object"),
+    "standard": ("setup", "object"),
 }
 
 
@@ -212,6 +175,13 @@ class Catalog:
 
     frames: list
     keymap: KeywordMap = field(default_factory=KeywordMap)
+    #: pairs (or more) of paths with identical bytes, each tuple sorted
+    duplicates: list = field(default_factory=list)
+
+    def exposure_groups(self, **kw):
+        """:func:`exposure_groups` of this night's science-like frames
+        (keyword arguments as there)."""
+        return exposure_groups(self.frames, **kw)
 
     def __len__(self):
         return len(self.frames)
@@ -228,11 +198,16 @@ class Catalog:
         """Readable frames of one type."""
         return [f for f in self.frames if f.ok and f.frame_type == frame_type]
 
+    def science_like(self):
+        """Readable science and standard-star frames (:data:`SCIENCE_LIKE`):
+        the frames a reduction calibrates and cleans of cosmic rays."""
+        return [f for f in self.frames if f.ok and f.science_like]
+
     def groups(self):
         """The calibration groups, as :class:`Group` s in a stable order:
-        bias by (shape, binning); dark by (exptime, shape, binning); flat by
-        (filter, shape, binning); science by (filter, object). Arcs, "other"
-        and unreadable frames are in no group."""
+        bias by (shape, binning); dark by (exptime, shape, binning); flat and
+        arc by setup; science and standard by (setup, object). "other" and
+        unusable frames are in no group."""
         out = []
         for ftype, names in GROUP_KEYS.items():
             buckets = {}
@@ -252,6 +227,8 @@ class Catalog:
             "counts": {**counts, "unreadable": len(self.unreadable),
                        "total": len(self.frames)},
             "groups": [g.to_dict() for g in self.groups()],
+            "exposure_groups": [g.to_dict() for g in self.exposure_groups()],
+            "duplicates": [list(d) for d in self.duplicates],
             "unreadable": [{"path": f.path, "error": f.error} for f in self.unreadable],
         }
 
@@ -264,16 +241,15 @@ class Catalog:
         """A readable text table of the frames, then the groups with counts,
         then warnings and unreadable files with their reasons."""
         names = _display_names([f.path for f in self.frames])
-        head = ("file", "type", "exptime", "filter", "object", "ny x nx", "binning")
+        head = ("file", "type", "subtype", "exptime", "object", "setup")
         rows = []
         for f, name in zip(self.frames, names):
             if not f.ok:
-                rows.append((name, "UNREADABLE", "", "", "", "", ""))
+                rows.append((name, "SET ASIDE", "", "", "", ""))
                 continue
-            rows.append((name, f.frame_type,
+            rows.append((name, f.frame_type, f.subtype or "-",
                          "-" if f.exptime is None else f"{f.exptime:g}",
-                         f.filter or "-", f.object or "-",
-                         f"{f.shape[0]}x{f.shape[1]}", f.binning or "-"))
+                         f.object or "-", f.setup or "-"))
         widths = [max(len(str(r[i])) for r in (head, *rows)) for i in range(len(head))]
         line = "  ".join("{:<%d}" % w for w in widths)
         out = [line.format(*head).rstrip(), line.format(*("-" * w for w in widths))]
@@ -286,6 +262,14 @@ class Catalog:
         out.append("")
         out.append(f"groups ({len(groups)}):" if groups else "groups: none")
         out += [f"  {g.count:4d}  {g.label()}" for g in groups]
+        egroups = self.exposure_groups()
+        if egroups:
+            out.append("")
+            out.append(f"exposure groups ({len(egroups)}; same object, setup and "
+                       "exposure time, consecutive in time):")
+            short = dict(zip([f.path for f in self.frames], names))
+            out += [f"  {g.size:4d}  {g.label}: " + " ".join(short.get(p, p) for p in g.paths)
+                    for g in egroups]
         warned = [(n, f) for n, f in zip(names, self.frames) if f.ok and f.warnings]
         if warned:
             out.append("")
@@ -293,7 +277,7 @@ class Catalog:
             out += [f"  {n}: {w}" for n, f in warned for w in f.warnings]
         if self.unreadable:
             out.append("")
-            out.append(f"unreadable ({_n(len(self.unreadable), 'file')}, set aside):")
+            out.append(f"set aside ({_n(len(self.unreadable), 'file')}):")
             out += [f"  {f.error}" for f in self.unreadable]
         return "\n".join(out)
 
@@ -316,97 +300,43 @@ def _display_names(paths):
 # reading one file
 
 
-def _value(headers, key):
-    for h in headers:
-        if key in h:
-            v = h[key]
-            if v is None or isinstance(v, fits.card.Undefined):
-                return None
-            return v.strip() if isinstance(v, str) else v
-    return None
-
-
-def _first(headers, keys):
-    """(key, value) of the first keyword present with a non-empty value."""
-    for k in keys:
-        v = _value(headers, k)
-        if v is not None and v != "":
-            return k, v
-    return None, None
-
-
-def _number(headers, keys, what, notes):
-    key, v = _first(headers, keys)
-    if key is None:
-        return None
-    if isinstance(v, str):   # some writers quote numbers: '120.0'
-        try:
-            v = float(v)
-        except ValueError:
-            notes.append(f"{key} = {v!r} is not a number; {what} unknown")
-            return None
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
-            or not np.isfinite(v):
-        notes.append(f"{key} = {v!r} is not a finite number; {what} unknown")
-        return None
-    return float(v)
-
-
-def _text(headers, keys):
-    _, v = _first(headers, keys)
-    return None if v is None else str(v)
-
-
-def _filter(headers, km):
-    single = _text(headers, km.filter_keys)
-    if single is not None:
-        return single
-    wheels = [str(v) for v in (_value(headers, k) for k in km.filter_wheel_keys)
-              if v is not None]
-    if not wheels:
-        return None
-    clear = {_norm(c) for c in km.clear_filters}
-    real = [w for w in wheels if _norm(w) not in clear]
-    return "+".join(real) if real else wheels[0]
-
-
-_BIN_RE = re.compile(r"^\s*(\d+)\s*[x×,\s]\s*(\d+)\s*$", re.IGNORECASE)
-
-
-def _binning(headers, km, notes):
-    key, v = _first(headers, km.binning_keys)
-    if key is not None:
-        m = _BIN_RE.match(str(v))
-        if m:
-            return f"{int(m.group(1))}x{int(m.group(2))}"
-        if isinstance(v, int) and not isinstance(v, bool):
-            return f"{v}x{v}"
-        notes.append(f"{key} = {v!r} is not a binning like '2 2'")
-    for kx, ky in km.binning_pairs:
-        bx, by = _value(headers, kx), _value(headers, ky)
-        if bx is not None and by is not None:
-            try:
-                return f"{int(bx)}x{int(by)}"
-            except (TypeError, ValueError):
-                notes.append(f"{kx}, {ky} = {bx!r}, {by!r} are not binning factors")
-    return None
-
-
 def _frame_type(headers, km, aliases, notes):
     key, v = _first(headers, km.type_keys)
     if key is None:
         notes.append(f"no frame type keyword ({', '.join(km.type_keys)})")
-        return "other"
-    ftype = aliases.get(_norm(v))
+        return "other", None
+    ftype, subtype = classify_frame_type(v, km, aliases)
     if ftype is None:
         notes.append(f"{key} = {str(v)!r} is not a known frame type")
-        return "other"
-    return ftype
+        return "other", None
+    return ftype, subtype
+
+
+def _setup(km, parts):
+    def show(name):
+        v = parts[name]
+        if name == "shape" and v is not None:
+            v = f"{v[0]}x{v[1]}"
+        return "-" if v is None or v == "" else str(v)
+    return "/".join(show(k) for k in km.setup_keys) if km.setup_keys else None
 
 
 def frame_info(path, keymap=None, hdu=None) -> FrameInfo:
-    """The :class:`FrameInfo` of one file (never raises for a bad file: the
-    problem goes into ``error``)."""
+    """The :class:`FrameInfo` of one file, from its headers (the image HDU's
+    merged over the primary's, :mod:`crdask.io.headers`). Never raises for
+    a bad file: the problem goes into ``error`` (one line naming the file,
+    HDU and keyword) or ``warnings``.
+
+    Decisions taken here: a ``dark`` with EXPTIME 0 is a ``bias`` (subtype
+    ``'dark'``); GAIN <= 0 and a negative exposure time set the frame aside;
+    BITPIX = 16 data without BZERO that hold negative numbers get a warning
+    (unsigned ADU stored without BZERO: saturation cannot be flagged).
+
+    Example
+    -------
+    >>> frame_info("raw/EFOSC.2022-01-28T00:08:16.282.fits").subtype  # doctest: +SKIP
+    'sky'
+    """
     km = keymap or KeywordMap()
     return _frame_info(os.fspath(path), km, km.normalized_aliases(), hdu)
 
@@ -420,24 +350,52 @@ def _frame_info(path, km, aliases, hdu):
     except Exception as e:  # anything astropy did not word: still one line
         msg = " ".join(str(e).split()) or type(e).__name__
         return FrameInfo(path=path, error=f"{path}: {type(e).__name__}: {msg}")
-    headers = ((info.cards,) if info.index == 0 else (info.cards, info.primary_cards))
-    notes = []
-    ftype = _frame_type(headers, km, aliases, notes)
+    try:
+        return _from_headers(path, info, km, aliases)
+    except Exception as e:  # a header no rule foresaw: one line, never a traceback
+        msg = " ".join(str(e).split()) or type(e).__name__
+        return FrameInfo(path=path, hdu=info.index,
+                         error=f"{path}[{info.hdu}]: header not usable: {msg}")
+
+
+def _from_headers(path, info, km, aliases):
+    headers = (info.merged,)
+    where = f"{path}[{info.hdu}]"
+    notes = list(info.warnings)
+    ftype, subtype = _frame_type(headers, km, aliases, notes)
     exptime = _number(headers, km.exptime_keys, "exposure time", notes)
-    if exptime is None and ftype in ("dark", "flat", "science"):
+    error = None
+    if exptime is None and ftype in ("dark", "flat", *SCIENCE_LIKE):
         if not any("exposure time" in n for n in notes):
             notes.append(f"{ftype} frame without an exposure time "
                          f"({', '.join(km.exptime_keys)})")
     elif exptime is not None and exptime < 0:
-        notes.append(f"negative exposure time {exptime:g} s")
+        key, _ = _first(headers, km.exptime_keys)
+        error = f"{where}: {key} = {exptime:g}: exposure time must be >= 0 s"
+    if ftype == "dark" and exptime == 0:
+        ftype, subtype = "bias", "dark"     # EFOSC2 writes its biases so
+    gain = _number(headers, km.gain_keys, "gain", notes)
+    if gain is not None and not gain > 0 and error is None:
+        key, _ = _first(headers, km.gain_keys)
+        error = f"{where}: {key} = {gain:g}: gain must be > 0 (e-/ADU)"
+    rdnoise = _number(headers, km.rdnoise_keys, "read noise", notes)
+    if rdnoise is not None and rdnoise < 0 and error is None:
+        key, _ = _first(headers, km.rdnoise_keys)
+        error = f"{where}: {key} = {rdnoise:g}: read noise must be >= 0 (e-)"
+    wrapped = unsigned_without_bzero(info)
+    if wrapped:
+        notes.append(wrapped.split(": ", 1)[1])
+    shape = tuple(int(n) for n in info.shape)
+    parts = {"filter": _filter(headers, km), "grism": _text(headers, km.grism_keys),
+             "slit": _text(headers, km.slit_keys), "shape": shape,
+             "binning": _binning(headers, km, notes)}
     return FrameInfo(
-        path=path, frame_type=ftype, exptime=exptime,
-        filter=_filter(headers, km), object=_text(headers, km.object_keys),
-        shape=tuple(int(n) for n in info.shape), binning=_binning(headers, km, notes),
-        date_obs=_text(headers, km.date_keys),
-        gain=_number(headers, km.gain_keys, "gain", notes),
-        rdnoise=_number(headers, km.rdnoise_keys, "read noise", notes),
-        hdu=info.index, warnings=tuple(notes))
+        path=path, frame_type=ftype, subtype=subtype, exptime=exptime,
+        filter=parts["filter"], grism=parts["grism"], slit=parts["slit"],
+        object=_text(headers, km.object_keys), setup=_setup(km, parts),
+        shape=shape, binning=parts["binning"], date_obs=_text(headers, km.date_keys),
+        mjd_obs=_number(headers, km.time_keys, "MJD", notes),
+        gain=gain, rdnoise=rdnoise, hdu=info.index, error=error, warnings=tuple(notes))
 
 
 # ---------------------------------------------------------------------------
@@ -513,4 +471,5 @@ def build_catalog(paths_or_dir, keymap=None, max_workers=None, *, hdu=None) -> C
     else:
         with ThreadPoolExecutor(max_workers=min(max_workers, len(rest))) as pool:
             frames += list(pool.map(one, rest))
-    return Catalog(frames=frames, keymap=km)
+    duplicates = mark_duplicates(frames)
+    return Catalog(frames=frames, keymap=km, duplicates=duplicates)

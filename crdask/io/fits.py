@@ -19,6 +19,7 @@ import numpy as np
 from astropy.io import fits
 
 from .atomic import atomic_open
+from .headers import sanitize_header
 
 __all__ = [
     "FitsInputError",
@@ -186,8 +187,12 @@ def read_image(path, hdu=None, mask_hdu=None):
         try:
             index, label, image_hdu = _select(hdul, hdu, path)
             data = _read_data(image_hdu, path, label)
-            header = image_hdu.header.copy()
-            primary = header if index == 0 else hdul[0].header.copy()
+            # non-ASCII cards are read leniently (a note each), never a VerifyError later
+            header, notes = sanitize_header(image_hdu.header.copy())
+            primary = header
+            if index != 0:
+                primary, more = sanitize_header(hdul[0].header.copy())
+                notes += more
             mask = None
             if mask_hdu is not None:
                 _, mlabel, m_hdu = _select(hdul, mask_hdu, path)
@@ -198,7 +203,7 @@ def read_image(path, hdu=None, mask_hdu=None):
                 mask = m != 0  # NaN != 0 too: a NaN mask pixel is bad
         finally:
             hdul.close()
-    msgs = []
+    msgs = list(notes)
     for w in caught:
         text = " ".join(str(w.message).split())
         if text not in msgs:

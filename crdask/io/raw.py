@@ -43,16 +43,17 @@ from __future__ import annotations
 import gzip
 import numbers
 import os
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
 
 from .fits import FitsInputError, _label, _select, parse_hdu
+from .headers import HeaderCards, MergedCards, MergedHeader, sanitize_header
 
 __all__ = ["RawFrame", "HduInfo", "read_raw", "open_lazy", "read_header",
-           "locate_hdu", "check_data_size", "to_physical", "HeaderCards"]
+           "locate_hdu", "check_data_size", "to_physical", "HeaderCards",
+           "unsigned_without_bzero"]
 
 _BLOCK = 2880
 _CARD = 80
@@ -67,12 +68,16 @@ class RawFrame:
 
     data : ndarray, shape (ny, nx), native float32 -- physical values (ADU),
         a private in-memory array (not tied to the file).
-    header : astropy.io.fits.Header -- the image HDU's header as stored (its
-        BZERO/BSCALE describe the file, not ``data``).
+    header : :class:`~crdask.io.headers.MergedHeader` -- the image HDU's
+        header as stored (its BZERO/BSCALE describe the file, not ``data``)
+        followed by the primary header's other cards (a MEF file's GAIN,
+        EXPTIME, DATASEC, ... are found in it).
     path : str
     hdu : int or str -- the HDU as asked for (index, EXTNAME or "NAME,VER");
         the index found when ``hdu=None``.
     index : int -- index of the HDU in the file.
+    warnings : list of str -- one-line notes naming the file: cards read
+        leniently (non-ASCII), unsigned data stored without BZERO.
     """
 
     data: np.ndarray
@@ -80,110 +85,7 @@ class RawFrame:
     path: str
     hdu: object
     index: int = 0
-
-
-class HeaderCards:
-    """Keyword lookup straight on the bytes of one header, for speed.
-
-    ``key in cards``, ``cards[key]`` and ``cards.get(key, default)`` behave
-    like an :class:`astropy.io.fits.Header` for ordinary 8-character keywords
-    (first occurrence wins; strings lose trailing blanks; ``T``/``F`` are
-    bools; an undefined value is ``None``), but parse only the cards asked
-    for. Anything unusual -- long keywords (HIERARCH), commentary cards,
-    CONTINUE'd strings, complex numbers -- is answered by the full astropy
-    header, which :attr:`header` builds once, on first use.
-    """
-
-    __slots__ = ("raw", "_index", "_values", "_header")
-
-    def __init__(self, raw: bytes):
-        self.raw = raw
-        index = {}
-        for i in range(0, len(raw), _CARD):
-            kw = raw[i:i + 8]
-            if kw == b"END     ":
-                break
-            index.setdefault(kw.rstrip().decode("ascii", "replace").upper(), i)
-        self._index = index
-        self._values = {}
-        self._header = None
-
-    @property
-    def header(self) -> fits.Header:
-        """The whole header, parsed by astropy (cached)."""
-        if self._header is None:
-            self._header = fits.Header.fromstring(self.raw)
-        return self._header
-
-    def _simple(self, key):
-        return len(key) <= 8 and " " not in key and key not in _COMMENTARY
-
-    def __contains__(self, key):
-        key = key.upper()
-        return key in self._index if self._simple(key) else key in self.header
-
-    def __getitem__(self, key):
-        key = key.upper()
-        if not self._simple(key):
-            return self.header[key]
-        if key in self._values:
-            return self._values[key]
-        i = self._index[key]               # KeyError like a Header
-        value = _card_value(self.raw[i:i + _CARD])
-        if value is _ASK_ASTROPY:
-            value = self.header[key]
-        self._values[key] = value
-        return value
-
-    def get(self, key, default=None):
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-
-_COMMENTARY = ("COMMENT", "HISTORY", "", "CONTINUE")
-_ASK_ASTROPY = object()
-_INT_RE = re.compile(rb"^[+-]?\d+$")
-_FLOAT_RE = re.compile(rb"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[EeDd][+-]?\d+)?$")
-
-
-def _card_value(card):
-    """The value of one 80-byte card like astropy gives it, or _ASK_ASTROPY."""
-    if card[8:10] != b"= ":
-        return _ASK_ASTROPY
-    rest = card[10:].lstrip(b" ")
-    if rest.startswith(b"'"):
-        out, i = [], 1
-        while True:
-            j = rest.find(b"'", i)
-            if j < 0:
-                return _ASK_ASTROPY
-            out.append(rest[i:j])
-            if rest[j + 1:j + 2] == b"'":    # '' is a quote inside the string
-                out.append(b"'")
-                i = j + 2
-                continue
-            break
-        text = b"".join(out).rstrip(b" ")
-        if text.endswith(b"&"):              # may continue on CONTINUE cards
-            return _ASK_ASTROPY
-        try:
-            return text.decode("ascii")
-        except UnicodeDecodeError:
-            return _ASK_ASTROPY
-    token = rest.split(b"/", 1)[0].strip(b" ")
-    if token == b"":
-        return None                          # undefined value
-    if token == b"T":
-        return True
-    if token == b"F":
-        return False
-    if _INT_RE.match(token):
-        return int(token)
-    if _FLOAT_RE.match(token):
-        return float(token.replace(b"D", b"E").replace(b"d", b"e"))
-    return _ASK_ASTROPY
+    warnings: list = field(default_factory=list)
 
 
 @dataclass
@@ -217,6 +119,23 @@ class HduInfo:
     def primary(self) -> fits.Header:
         c = self.primary_cards
         return c.header if isinstance(c, HeaderCards) else c
+
+    @property
+    def merged(self) -> MergedCards:
+        """Fast lookup over the image header, then the primary header (the
+        one rule of :mod:`crdask.io.headers`); ``.header`` is the astropy
+        :class:`~crdask.io.headers.MergedHeader`."""
+        m = getattr(self, "_merged", None)
+        if m is None:
+            m = MergedCards(self.cards, self.primary_cards, path=self.path, hdu=self.hdu,
+                            index=self.index)
+            self._merged = m
+        return m
+
+    @property
+    def warnings(self):
+        """Notes about header cards read leniently (see :mod:`~crdask.io.headers`)."""
+        return self.merged.warnings
 
     @property
     def location(self) -> "_DataLoc":
@@ -385,8 +304,8 @@ def _astropy_locate(path, spec, label, gz):
     hdul = _astropy_open(path, label)
     try:
         index, label, image = _select(hdul, spec, path)
-        header = image.header
-        primary = header if index == 0 else hdul[0].header
+        header, _ = sanitize_header(image.header)
+        primary = header if index == 0 else sanitize_header(hdul[0].header)[0]
         shape = tuple(header.get(f"NAXIS{i}", 0) for i in (2, 1))
         if isinstance(image, fits.CompImageHDU):
             storage, offset = "compressed", None
@@ -490,13 +409,6 @@ def check_data_size(info):
         _check_size(info.location)
 
 
-def _physical(info, rows=slice(None)):
-    stored = _stored(info.location, rows)
-    if stored.dtype.kind not in "biuf":
-        raise FitsInputError(info.path, info.hdu, f"unsupported data type {stored.dtype}")
-    return to_physical(stored, *_scaling(info.cards, info.path, info.hdu))
-
-
 def read_raw(path, hdu=None) -> RawFrame:
     """Read one 2-D image as native float32 physical values (ADU).
 
@@ -513,17 +425,77 @@ def read_raw(path, hdu=None) -> RawFrame:
     truncated file, no such HDU, or an HDU without 2-D numeric data.
     """
     info = locate_hdu(path, hdu)
-    data = _physical(info)
-    return RawFrame(data=data, header=info.header, path=info.path, hdu=info.hdu,
-                    index=info.index)
+    stored = _stored(info.location)
+    if stored.dtype.kind not in "biuf":
+        raise FitsInputError(info.path, info.hdu, f"unsupported data type {stored.dtype}")
+    notes = [f"{info.path}[{info.hdu}]: {w}" for w in info.warnings]
+    note = unsigned_without_bzero(info, stored)
+    if note:
+        notes.append(note)
+    data = to_physical(stored, *_scaling(info.cards, info.path, info.hdu))
+    return RawFrame(data=data, header=info.merged.header, path=info.path, hdu=info.hdu,
+                    index=info.index, warnings=notes)
 
 
-def read_header(path, hdu=None) -> fits.Header:
-    """The header of one HDU (default: the first with 2-D image data), without
-    reading any data. For a tile-compressed HDU this is the image header
-    astropy reconstructs (NAXISn of the image, not of the table). Raises
-    :class:`~crdask.io.fits.FitsInputError`."""
-    return locate_hdu(path, hdu).header
+def read_header(path, hdu=None) -> MergedHeader:
+    """The header of one image HDU merged over the primary header, without
+    reading any data: the one way crdask reads keywords of a frame.
+
+    Parameters
+    ----------
+    path : str or path-like
+    hdu : int, str, (str, int) or None -- as :func:`read_raw` (``None``: the
+        first HDU with 2-D image data, e.g. extension 1 of a MEF file).
+
+    Returns
+    -------
+    :class:`~crdask.io.headers.MergedHeader`: the image HDU's cards, then the
+    primary's other cards (so GAIN, RDNOISE, EXPTIME, SATURATE, DATASEC in
+    the primary header of a MEF file are found); ``.hdu`` / ``.hdu_index`` name
+    the HDU actually read (``.where`` is ``"FILE[HDU]"`` for messages),
+    ``.warnings`` the cards read leniently. For a tile-compressed HDU the
+    image header is the one astropy reconstructs (NAXISn of the image).
+    Raises :class:`~crdask.io.fits.FitsInputError`.
+
+    Example
+    -------
+    >>> h = read_header("raw/ccd_001.fits.fz")   # doctest: +SKIP
+    >>> h.hdu, h["GAIN"]                          # doctest: +SKIP
+    (1, 1.5)
+    """
+    return locate_hdu(path, hdu).merged.header
+
+
+#: Fraction of negative pixels above which BITPIX = 16 data without BZERO
+#: look like unsigned ADU whose upper half wrapped (a real signed frame of
+#: bias-level counts has essentially none).
+_WRAP_FRACTION = 1e-4
+
+
+def unsigned_without_bzero(info, stored=None):
+    """A warning (one line naming the file) if a BITPIX = 16 image without
+    BZERO holds negative stored values, which is what an unsigned 16-bit ADU
+    frame written without ``BZERO = 32768`` looks like: counts above 32767
+    came out negative, so saturated pixels (65535 ADU) are -1 and cannot be
+    flagged. None otherwise (or when the data cannot be read cheaply:
+    compressed files are not checked unless ``stored`` is given).
+    ``stored``: the stored numbers if already read."""
+    cards = info.cards
+    if cards.get("BITPIX") != 16 or "BZERO" in cards:
+        return None
+    if stored is None:
+        if info.storage != "plain":
+            return None
+        try:
+            stored = _stored(info.location)
+        except FitsInputError:
+            return None
+    n_neg = int(np.count_nonzero(stored < 0))
+    if n_neg <= _WRAP_FRACTION * stored.size:
+        return None
+    return (f"{info.path}[{info.hdu}]: BITPIX = 16 without BZERO and {n_neg} negative "
+            "pixels: looks like unsigned 16-bit ADU written without BZERO = 32768 "
+            "(counts above 32767 wrapped to negative; saturation is not flagged)")
 
 
 class _LazyImage:

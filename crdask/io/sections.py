@@ -187,9 +187,16 @@ def header_section(header, keyword, *, shape="header", path=None, hdu=None):
     tile-compressed header) for image-pixel sections (DATASEC, BIASSEC,
     TRIMSEC, ...), but not for :data:`DETECTOR_KEYWORDS` (CCDSEC, DETSEC,
     AMPSEC), which are in unbinned detector pixels. Pass ``None`` for no
-    check. Errors name ``path[hdu] KEYWORD``.
+    check. Errors name ``path[hdu] KEYWORD``; for a
+    :class:`~crdask.io.headers.MergedHeader` (what
+    :func:`~crdask.io.raw.read_header` returns) ``path`` and ``hdu`` default
+    to the file and the HDU actually read, and a keyword in the primary
+    header of a MEF file is found. HIERARCH names work
+    (``'ESO DET OUT1 DATASEC'``).
     """
-    keyword = keyword.upper()
+    path = getattr(header, "path", None) if path is None else path
+    hdu = getattr(header, "hdu", None) if hdu is None else hdu
+    keyword = " ".join(keyword.split()).upper().removeprefix("HIERARCH ")
     if keyword not in header:
         return None
     if isinstance(shape, str) and shape == "header":

@@ -52,11 +52,15 @@ import numpy as np
 from astropy.io import fits
 
 from ..io.atomic import atomic_open
-from .raw import Detector, _filter_hash, default_flat_exptime, make_star_field, simulate_raw
-from .raw import bias_model, dark_current_map, flat_response
+from .detector import Detector, bias_model, dark_current_map, filter_hash, flat_response
+from .raw import default_flat_exptime, make_star_field, simulate_raw
+from .writers import FORMATS, double_hit_charge, raw_name, write_raw
 
 __all__ = ["NightManifest", "write_night", "truncate", "drop_keyword", "wrong_shape",
-           "damage"]
+           "damage", "LAYOUTS"]
+
+#: Science layouts: equivalent exposures in ``pairs`` or ``groups`` of 3-5.
+LAYOUTS = ("groups", "pairs")
 
 #: Seconds between the end of one exposure and the start of the next.
 READOUT_S = 30.0
@@ -178,7 +182,8 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
                 n_dark=5, filters=("V", "R"), n_flat=7, n_science=20, group_size=(3, 5),
                 seed=0, truth_dir=None, detector=None, science_times=None,
                 date="2024-03-15", imagetyp_variety=False, workers=None,
-                overwrite=False) -> NightManifest:
+                overwrite=False, layout="groups", double_hits=0, format="single",
+                amplifiers=1) -> NightManifest:
     """Write a night of raw frames into ``directory`` and its truth into ``truth_dir``.
 
     Parameters
@@ -204,6 +209,26 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
     workers : threads simulating/writing frames (default ``min(2, cpus)``);
         the output does not depend on it.
     overwrite : replace existing files instead of refusing.
+    layout : ``'groups'`` (``group_size`` members each) or ``'pairs'`` (two
+        equivalent exposures each; an odd ``n_science`` leaves one single).
+    double_hits : number of CR events injected at the *same* pixels of two
+        members of every science group with at least two members (the
+        first two, in observing order), on top of each frame's own CRs.
+        They are real CR pixels (in each frame's ``crmask``) and are also
+        recorded apart: the group's ``double_hits`` entry names the two
+        members and the truth file ``crmask/<group>_double.npz``
+        (``mask``, bool, imaging area); each file record has
+        ``n_double_hit_px``. For the Median-Minimum method (a CR in two of
+        N frames survives a median of 3).
+    format : how files are written (:data:`~crdask.simulate.writers.FORMATS`):
+        ``'single'`` (one primary HDU, ``.fits``), ``'mef'`` (GAIN, RDNOISE,
+        EXPTIME, DATASEC, BIASSEC, ... in the primary header, pixels in
+        extension 1 ``'SCI'``, ``.fits``), ``'gzip'`` (``.fits.gz``) or
+        ``'fpack'`` (``.fits.fz``: empty primary + lossless RICE_1 tile
+        compression of the uint16 data). Pixels and truth are identical
+        whatever the format (same seeds).
+    amplifiers : 1 or 2 (see :class:`~crdask.simulate.raw.Detector`);
+        ignored when ``detector`` is given.
 
     Returns
     -------
@@ -220,7 +245,14 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
     seed = int(seed)
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    lo, hi = (int(v) for v in group_size)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if int(double_hits) < 0:
+        raise ValueError(f"double_hits must be >= 0, got {double_hits}")
+    double_hits = int(double_hits)
+    lo, hi = (2, 2) if layout == "pairs" else (int(v) for v in group_size)
     if not 1 <= lo <= hi:
         raise ValueError(f"group_size must be (lo, hi) with 1 <= lo <= hi, got {group_size}")
     filters = tuple(str(f) for f in filters)
@@ -233,7 +265,7 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
         science_times = dark_times if (dark_times and n_dark) else (300.0,)
     science_times = tuple(float(t) for t in science_times)
     if detector is None:
-        detector = Detector(shape=tuple(shape), seed=seed)
+        detector = Detector(shape=tuple(shape), seed=seed, amplifiers=int(amplifiers))
     workers = min(2, os.cpu_count() or 1) if workers is None else max(int(workers), 1)
     night0 = _dt.datetime.fromisoformat(str(date))
 
@@ -246,19 +278,22 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
 
     for i in range(n_bias):
         typ = "zero" if imagetyp_variety and i % 2 else None
-        add(f"bias_{i + 1:03d}.fits", "bias", imagetyp=typ)
+        add(raw_name(f"bias_{i + 1:03d}", format), "bias", imagetyp=typ)
     for t in dark_times:
         for i in range(n_dark):
-            add(f"dark_{_tname(t)}s_{i + 1:03d}.fits", "dark", exptime=t)
+            add(raw_name(f"dark_{_tname(t)}s_{i + 1:03d}", format), "dark", exptime=t)
     for f in filters:
         for i in range(n_flat):
-            add(f"flat_{f}_{i + 1:03d}.fits", "flat", filter=f,
+            add(raw_name(f"flat_{f}_{i + 1:03d}", format), "flat", filter=f,
                 exptime=default_flat_exptime(f), imagetyp="flat" if imagetyp_variety else None)
     groups = []
     stars = {}
     counts = {}
-    for g, size in enumerate(_group_sizes(int(n_science), lo, hi, plan_rng)
-                             if n_science else []):
+    if layout == "pairs":
+        sizes = [2] * (int(n_science) // 2) + [1] * (int(n_science) % 2)
+    else:
+        sizes = _group_sizes(int(n_science), lo, hi, plan_rng) if n_science else []
+    for g, size in enumerate(sizes):
         fld = f"field{g // len(filters) + 1:02d}"
         f = filters[g % len(filters)]
         t = float(plan_rng.choice(science_times))
@@ -267,21 +302,29 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
             stars[fld] = make_star_field(detector, _frame_seed(seed, 10_000 + g),
                                          exptime=max(science_times), filter=filters[0])
         colour_rng = np.random.default_rng(
-            np.random.SeedSequence([seed, 3, g // len(filters), _filter_hash(f)]))
+            np.random.SeedSequence([seed, 3, g // len(filters), filter_hash(f)]))
         field_stars = stars[fld].scaled(np.exp(colour_rng.normal(0.0, 0.3,
                                                                  stars[fld].flux.size)))
         dithers = [[float(v) for v in plan_rng.uniform(-0.5, 0.5, 2)] for _ in range(size)]
         members = []
+        double = None
+        if double_hits and size >= 2:
+            double = double_hit_charge(detector, _frame_seed(seed, 20_000 + g), double_hits)
         for i in range(size):
             counts[(fld, f)] = counts.get((fld, f), 0) + 1
-            name = f"sci_{fld}_{f}_{counts[(fld, f)]:03d}.fits"
+            name = raw_name(f"sci_{fld}_{f}_{counts[(fld, f)]:03d}", format)
             members.append(name)
             add(name, "science", exptime=t, filter=f, object=fld, scene=field_stars,
                 dither=tuple(dithers[i]), group=gid,
-                imagetyp="object" if imagetyp_variety else None)
-        groups.append({"id": gid, "object": fld, "filter": f, "exptime": t,
-                       "members": members, "dithers": dithers,
-                       "stars": f"stars/{gid}.npz", "_stars": field_stars})
+                imagetyp="object" if imagetyp_variety else None,
+                extra_crcharge=double if (double is not None and i < 2) else None)
+        grp = {"id": gid, "object": fld, "filter": f, "exptime": t,
+               "members": members, "dithers": dithers,
+               "stars": f"stars/{gid}.npz", "_stars": field_stars}
+        if double is not None:
+            grp["double_hits"] = {"members": members[:2], "n_events": double_hits,
+                                  "mask": f"crmask/{gid}_double.npz", "_charge": double}
+        groups.append(grp)
 
     # DATE-OBS and seeds, in observing order
     clock = night0.replace(hour=16, minute=0, second=0, microsecond=0)
@@ -309,8 +352,7 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
     def one(spec):
         kw = {k: v for k, v in spec.items() if k not in ("name", "kind", "group")}
         sim = simulate_raw(spec["kind"], detector, **kw)
-        with atomic_open(directory / spec["name"], overwrite=overwrite) as fh:
-            sim.hdu.writeto(fh)
+        write_raw(sim, directory / spec["name"], format, overwrite=overwrite)
         tr = sim.truth
         rec = {"name": spec["name"], "kind": tr["kind"],
                "imagetyp": sim.header["IMAGETYP"], "exptime": tr["exptime"],
@@ -319,12 +361,15 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
                "group": spec.get("group"), "bias_offset": tr["bias_offset"],
                "n_cosmics": tr["n_cosmics"], "n_crpix": int(np.count_nonzero(tr["crmask"])),
                "truth": {}}
+        if spec.get("extra_crcharge") is not None:
+            rec["n_double_hit_px"] = int(np.count_nonzero(
+                tr["crmask"] & (spec["extra_crcharge"] > 0)))
         if "dither" in tr:
             rec["dither"] = list(tr["dither"])
         if "lamp_scale" in tr:
             rec["lamp_scale"] = tr["lamp_scale"]
         if tr["kind"] in ("dark", "science"):
-            rel = f"crmask/{Path(spec['name']).stem}.npz"
+            rel = f"crmask/{spec['name'].split('.')[0]}.npz"
             with atomic_open(truth_dir / rel, overwrite=True) as fh:
                 np.savez_compressed(fh, crmask=tr["crmask"])
             rec["truth"]["crmask"] = rel
@@ -344,6 +389,14 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
     with atomic_open(truth_dir / "detector.npz", overwrite=True) as fh:
         np.savez(fh, **arrays)
     for grp in groups:
+        if "double_hits" in grp:
+            dh = grp["double_hits"]
+            charge = dh.pop("_charge")
+            masks = [m for m in (manifest_mask(truth_dir, records, n) for n in dh["members"])]
+            # the double-hit truth: pixels a double hit made a true CR pixel in both
+            dh["n_px"] = int(np.count_nonzero((charge > 0) & masks[0] & masks[1]))
+            with atomic_open(truth_dir / dh["mask"], overwrite=True) as fh:
+                np.savez_compressed(fh, mask=(charge > 0) & masks[0] & masks[1])
         st = grp.pop("_stars")
         with atomic_open(truth_dir / grp["stars"], overwrite=True) as fh:
             np.savez(fh, **st.to_arrays())
@@ -356,6 +409,13 @@ def write_night(directory, *, shape=(2048, 2048), n_bias=10, dark_times=(60, 300
     with atomic_open(truth_dir / MANIFEST_NAME, overwrite=True, mode="w") as fh:
         fh.write(manifest.to_json())
     return manifest
+
+
+def manifest_mask(truth_dir, records, name):
+    """The true CR mask of file ``name`` from the records being written."""
+    rec = next(r for r in records if r["name"] == name)
+    with np.load(Path(truth_dir) / rec["truth"]["crmask"]) as z:
+        return z["crmask"]
 
 
 # ---------------------------------------------------------------------------

@@ -61,9 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
 import math
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,6 +69,8 @@ from astropy.io import fits
 
 from .._version import __version__
 from . import frame as _frame
+from .detector import (Detector, bias_model, dark_current_map, filter_hash,
+                       flat_response)
 
 __all__ = [
     "Detector",
@@ -89,9 +89,11 @@ __all__ = [
 
 #: Canonical frame kinds and the aliases :func:`simulate_raw` accepts.
 KINDS = {"bias": "bias", "zero": "bias", "dark": "dark", "flat": "flat",
-         "domeflat": "flat", "science": "science", "object": "science"}
+         "domeflat": "flat", "science": "science", "object": "science", "arc": "arc",
+         "wave": "arc"}
 #: Default IMAGETYP / OBSTYPE per canonical kind.
-IMAGETYP = {"bias": "BIAS", "dark": "DARK", "flat": "FLAT", "science": "OBJECT"}
+IMAGETYP = {"bias": "BIAS", "dark": "DARK", "flat": "FLAT", "science": "OBJECT",
+            "arc": "WAVE,LAMP"}
 
 #: Sky, e-/s per unbinned pixel, per filter (others: 1.0).
 SKY_RATE = {"U": 0.3, "B": 0.5, "V": 1.0, "R": 1.5, "I": 3.0}
@@ -100,15 +102,8 @@ SKY_RATE = {"U": 0.3, "B": 0.5, "V": 1.0, "R": 1.5, "I": 3.0}
 FLAT_LEVEL = {"U": 20000.0, "B": 22000.0, "V": 25000.0, "R": 28000.0, "I": 30000.0}
 #: Dome-flat exposure time, s, per filter (others: 5).
 FLAT_EXPTIME = {"U": 20.0, "B": 8.0, "V": 5.0, "R": 4.0, "I": 3.0}
-#: Hot pixels per 2048 x 2048 output pixels when ``Detector.hot_pixels`` is None.
-HOT_PIXELS_PER_2048SQ = 300
 #: Default start of the observations (DATE-OBS of a frame without ``date_obs``).
 DEFAULT_DATE_OBS = "2024-03-15T18:00:00.000"
-
-
-def _filter_hash(name):
-    """A stable (process-independent) integer for a filter name."""
-    return zlib.crc32(str(name).encode("utf-8"))
 
 
 def default_sky(filter):
@@ -121,282 +116,12 @@ def default_flat_level(filter):
     f = str(filter)
     if f in FLAT_LEVEL:
         return FLAT_LEVEL[f]
-    return 20000.0 + float(_filter_hash(f) % 10001)
+    return 20000.0 + float(filter_hash(f) % 10001)
 
 
 def default_flat_exptime(filter):
     """Default dome-flat exposure time for ``filter``, s."""
     return FLAT_EXPTIME.get(str(filter), 5.0)
-
-
-@dataclass(frozen=True)
-class Detector:
-    """A CCD and its readout; every fixed pattern is seeded by ``seed``.
-
-    Parameters
-    ----------
-    shape : (ny, nx) unbinned imaging area, pixels.
-    prescan, overscan : columns left / right of the imaging area (output px).
-    overscan_rows : rows above the imaging area (output px).
-    gain : e-/ADU.  readnoise : e- rms.
-    bias_level : ADU.  bias_ramp : ADU, slow linear change of the bias from
-        the first to the last row.  bias_transient : ADU, extra bias on the
-        first row, decaying exponentially over ``bias_transient_rows`` rows.
-    bias_column_rms : ADU, fixed per-column bias pattern (imaging columns).
-    bias_drift : ADU rms of the per-frame bias offset.
-    dark_current : e-/s per unbinned pixel.
-    hot_pixels : number of hot pixels (None: 300 per 2048 x 2048 output px,
-        at least 3), with dark current log-uniform in ``hot_range`` e-/s.
-    bad_column : ``'hot'`` (one column with extra dark current, 0.5-3 e-/s,
-        from a random row to the top), ``'dead'`` (one column with 2% of the
-        normal response) or None.
-    saturation : ADU, the ADC limit (65535 for 16-bit).
-    binning : (bx, by), CCDSUM order (x first).
-    prnu : rms pixel-to-pixel response.  vignetting : fractional loss of
-        response at the corners.  n_dust : dust donuts on the window (common
-        to all filters); each filter adds two of its own.
-    cr_rate : CR events per second per 512 x 512 unbinned pixels.
-    instrument : INSTRUME keyword.
-    seed : int >= 0, seeds all the fixed patterns.
-    """
-
-    shape: tuple = (2048, 2048)
-    prescan: int = 0
-    overscan: int = 32
-    overscan_rows: int = 0
-    gain: float = 1.5
-    readnoise: float = 4.5
-    bias_level: float = 1000.0
-    bias_ramp: float = 6.0
-    bias_transient: float = 8.0
-    bias_transient_rows: float = 20.0
-    bias_column_rms: float = 1.0
-    bias_drift: float = 2.0
-    dark_current: float = 0.02
-    hot_pixels: int | None = None
-    hot_range: tuple = (1.0, 50.0)
-    bad_column: str | None = "hot"
-    saturation: int = 65535
-    binning: tuple = (1, 1)
-    prnu: float = 0.01
-    vignetting: float = 0.15
-    n_dust: int = 3
-    cr_rate: float = 0.5
-    instrument: str = "CRDASK-SIM"
-    seed: int = 0
-
-    def __post_init__(self):
-        # normalise sequences to tuples so the detector stays hashable
-        object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
-        object.__setattr__(self, "binning", tuple(int(v) for v in self.binning))
-        object.__setattr__(self, "hot_range", tuple(float(v) for v in self.hot_range))
-        if len(self.shape) != 2 or min(self.shape) < 1:
-            raise ValueError(f"Detector.shape must be (ny, nx) > 0, got {self.shape}")
-        if len(self.binning) != 2 or min(self.binning) < 1:
-            raise ValueError(f"Detector.binning must be (bx, by) >= 1, got {self.binning}")
-        if min(self.image_shape) < 1:
-            raise ValueError(f"binning {self.binning} leaves no pixels of {self.shape}")
-        for name in ("prescan", "overscan", "overscan_rows"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"Detector.{name} must be >= 0, got {getattr(self, name)}")
-        if not self.gain > 0:
-            raise ValueError(f"Detector.gain must be > 0 (e-/ADU), got {self.gain}")
-        if not self.readnoise >= 0:
-            raise ValueError(f"Detector.readnoise must be >= 0 (e-), got {self.readnoise}")
-        if not 0 < self.saturation <= 65535:
-            raise ValueError(f"Detector.saturation must be in 1..65535 ADU, "
-                             f"got {self.saturation}")
-        if self.bad_column not in ("hot", "dead", None):
-            raise ValueError(f"Detector.bad_column must be 'hot', 'dead' or None, "
-                             f"got {self.bad_column!r}")
-        if int(self.seed) < 0:
-            raise ValueError(f"Detector.seed must be >= 0, got {self.seed}")
-
-    # -- geometry ----------------------------------------------------------
-
-    @property
-    def image_shape(self):
-        """(ny, nx) of the imaging area as written (binned)."""
-        return (self.shape[0] // self.binning[1], self.shape[1] // self.binning[0])
-
-    @property
-    def raw_shape(self):
-        """(ny, nx) of the whole raw array."""
-        ny, nx = self.image_shape
-        return (ny + self.overscan_rows, self.prescan + nx + self.overscan)
-
-    @property
-    def bin_area(self):
-        return self.binning[0] * self.binning[1]
-
-    @property
-    def data_slice(self):
-        """Numpy slices ``(ys, xs)`` of the imaging area in the raw array."""
-        ny, nx = self.image_shape
-        return (slice(0, ny), slice(self.prescan, self.prescan + nx))
-
-    @property
-    def bias_slice(self):
-        """Numpy slices of the BIASSEC region, or None if there is none."""
-        ny, nx = self.image_shape
-        if self.overscan:
-            return (slice(0, ny), slice(self.prescan + nx, self.prescan + nx + self.overscan))
-        if self.prescan:
-            return (slice(0, ny), slice(0, self.prescan))
-        if self.overscan_rows:
-            return (slice(ny, ny + self.overscan_rows),
-                    slice(self.prescan, self.prescan + nx))
-        return None
-
-    def sections(self):
-        """FITS sections: ``{'DATASEC': '[x1:x2,y1:y2]', 'TRIMSEC': ..., 'BIASSEC': ...}``
-        (no BIASSEC when there is no prescan/overscan)."""
-        out = {"DATASEC": _fits_section(self.data_slice)}
-        out["TRIMSEC"] = out["DATASEC"]
-        if self.bias_slice is not None:
-            out["BIASSEC"] = _fits_section(self.bias_slice)
-        return out
-
-    @property
-    def ccdsum(self):
-        return f"{self.binning[0]} {self.binning[1]}"
-
-    def n_hot_pixels(self):
-        if self.hot_pixels is not None:
-            return int(self.hot_pixels)
-        ny, nx = self.image_shape
-        return max(3, int(round(HOT_PIXELS_PER_2048SQ * ny * nx / 2048.0 ** 2)))
-
-    def to_dict(self):
-        """JSON-serialisable description (with the derived sections)."""
-        d = dataclasses.asdict(self)
-        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-        d["image_shape"] = list(self.image_shape)
-        d["raw_shape"] = list(self.raw_shape)
-        d.update(self.sections())
-        return d
-
-
-def _fits_section(slices):
-    ys, xs = slices
-    return f"[{xs.start + 1}:{xs.stop},{ys.start + 1}:{ys.stop}]"
-
-
-def _fixed_rng(detector, *key):
-    """Generator for a fixed pattern: a function of the detector seed and key."""
-    words = [int(detector.seed)] + [int(k) for k in key]
-    return np.random.default_rng(np.random.SeedSequence(words))
-
-
-def _readonly(a):
-    a.setflags(write=False)
-    return a
-
-
-@functools.lru_cache(maxsize=8)
-def bias_model(detector: Detector) -> np.ndarray:
-    """Fixed bias structure of the whole raw array, ADU, float32 (read-only):
-    level + row ramp everywhere + column pattern on the imaging columns.
-    A frame adds its own offset (``truth['bias_offset']``)."""
-    rng = _fixed_rng(detector, 1)
-    nyr, nxr = detector.raw_shape
-    ys, xs = detector.data_slice
-    y = np.arange(nyr, dtype=np.float64)
-    ramp = (detector.bias_ramp * y / max(nyr - 1, 1)
-            + detector.bias_transient * np.exp(-y / max(detector.bias_transient_rows, 1e-9)))
-    cols = np.zeros(nxr)
-    cols[xs] = rng.normal(0.0, detector.bias_column_rms, xs.stop - xs.start)
-    out = (detector.bias_level + ramp[:, None] + cols[None, :]).astype(np.float32)
-    return _readonly(out)
-
-
-@functools.lru_cache(maxsize=8)
-def _bad_column(detector: Detector):
-    """(column index in the imaging area, first row) of the bad column."""
-    rng = _fixed_rng(detector, 2)
-    ny, nx = detector.image_shape
-    col = int(rng.integers(nx))
-    row0 = int(rng.integers(max(ny // 2, 1)))
-    rate = float(rng.uniform(0.5, 3.0))
-    return col, row0, rate
-
-
-@functools.lru_cache(maxsize=8)
-def dark_current_map(detector: Detector) -> np.ndarray:
-    """True dark current of the imaging area, e-/s per output pixel, float32
-    (read-only): uniform level, hot pixels and the hot column (if any)."""
-    rng = _fixed_rng(detector, 3)
-    ny, nx = detector.image_shape
-    dark = np.full((ny, nx), detector.dark_current * detector.bin_area, dtype=np.float64)
-    n_hot = min(detector.n_hot_pixels(), ny * nx)
-    idx = rng.choice(ny * nx, size=n_hot, replace=False)
-    lo, hi = detector.hot_range
-    dark.ravel()[idx] += np.exp(rng.uniform(math.log(lo), math.log(hi), n_hot))
-    if detector.bad_column == "hot":
-        col, row0, rate = _bad_column(detector)
-        dark[row0:, col] += rate * detector.bin_area
-    return _readonly(dark.astype(np.float32))
-
-
-@functools.lru_cache(maxsize=32)
-def flat_response(detector: Detector, filter: str) -> np.ndarray:
-    """True relative response of the imaging area in ``filter``, float32
-    (read-only), mean 1 over the good pixels: vignetting, a faint gradient,
-    pixel-to-pixel response (``prnu``), dust donuts and the dead column."""
-    ny, nx = detector.image_shape
-    common = _fixed_rng(detector, 4)
-    own = _fixed_rng(detector, 5, _filter_hash(filter))
-    # vignetting about a slightly off-centre optical axis
-    cx = (nx - 1) / 2 + common.uniform(-0.1, 0.1) * nx + own.uniform(-0.01, 0.01) * nx
-    cy = (ny - 1) / 2 + common.uniform(-0.1, 0.1) * ny + own.uniform(-0.01, 0.01) * ny
-    vig = detector.vignetting * own.uniform(0.8, 1.2)
-    yy = np.arange(ny, dtype=np.float64)[:, None]
-    xx = np.arange(nx, dtype=np.float64)[None, :]
-    r2max = ((nx / 2) ** 2 + (ny / 2) ** 2) * 1.1
-    resp = 1.0 - vig * ((xx - cx) ** 2 + (yy - cy) ** 2) / r2max
-    gx, gy = own.uniform(-0.005, 0.005, 2)
-    resp = resp + gx * (xx / nx - 0.5) + gy * (yy / ny - 0.5)
-    # pixel-to-pixel response: mostly common, weakly filter-dependent
-    base = common.standard_normal((ny, nx), dtype=np.float32)
-    extra = own.standard_normal((ny, nx), dtype=np.float32)
-    a = own.uniform(0.8, 1.2)
-    resp = resp * (1.0 + detector.prnu * (a * base + 0.3 * extra))
-    # dust donuts: on the window (all filters) and on the filter (its own)
-    for rng, n in ((common, int(detector.n_dust)), (own, 2)):
-        for _ in range(n):
-            _add_donut(resp, rng)
-    if detector.bad_column == "dead":
-        col, row0, _ = _bad_column(detector)
-        resp[:, col] = 0.02
-        good = np.ones(resp.shape, bool)
-        good[:, col] = False
-        resp = resp / resp[good].mean()
-    else:
-        resp = resp / resp.mean()
-    return _readonly(resp.astype(np.float32))
-
-
-def _add_donut(resp, rng):
-    """Multiply ``resp`` by an out-of-focus dust shadow: a darker ring around a
-    less dark centre, smooth edges."""
-    ny, nx = resp.shape
-    big = max(min(ny, nx), 8)
-    radius = max(rng.uniform(0.02, 0.06) * big, 3.0)
-    depth = rng.uniform(0.02, 0.08)
-    cx, cy = rng.uniform(0, nx), rng.uniform(0, ny)
-    x0, x1 = max(int(cx - radius - 2), 0), min(int(cx + radius + 3), nx)
-    y0, y1 = max(int(cy - radius - 2), 0), min(int(cy + radius + 3), ny)
-    if x0 >= x1 or y0 >= y1:
-        return
-    r = np.hypot(np.arange(x0, x1)[None, :] - cx, np.arange(y0, y1)[:, None] - cy)
-    edge = max(0.08 * radius, 0.7)
-    disk = 1.0 / (1.0 + np.exp((r - radius) / edge))
-    ring = np.exp(-0.5 * ((r - 0.8 * radius) / (0.12 * radius)) ** 2)
-    resp[y0:y1, x0:x1] *= 1.0 - depth * (0.5 * disk + 0.5 * ring)
-
-
-# ---------------------------------------------------------------------------
-# star fields
 
 
 @dataclass(frozen=True)
@@ -528,7 +253,8 @@ def _format_date(date_obs):
 def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter=None,
                  seed=0, sky=None, scene: StarField | None = None, dither=(0.0, 0.0),
                  cosmics=True, date_obs=None, object=None, imagetyp=None,
-                 flat_level=None, cr_threshold=3.0) -> RawSimulation:
+                 flat_level=None, cr_threshold=3.0, light=None, extra_crcharge=None,
+                 extra_header=None) -> RawSimulation:
     """Simulate one raw frame.
 
     Parameters
@@ -557,6 +283,13 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
     flat_level : dome level, ADU above bias at unit response (default
         :func:`default_flat_level`); each flat varies by 1% rms around it.
     cr_threshold : CR truth threshold, noise sigmas (see module docstring).
+    light : optional array, imaging-area shape, e-/s per output pixel before
+        the flat: replaces the lamp (flats), the sky and stars (science), and
+        is the only light of an ``'arc'`` frame (spectra: see
+        :mod:`crdask.simulate.longslit`). Required for arcs.
+    extra_crcharge : optional array, imaging-area shape, e-: CR charge added
+        to this frame's own CRs (same pixels in two frames: "double hits").
+    extra_header : optional dict of header cards to add (e.g. DISPAXIS).
     """
     if str(kind).lower() not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
@@ -589,10 +322,29 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
     # -- expected electrons, imaging area -------------------------------------
     scene_e = None
     dark = dark_current_map(detector)
+    if kind == "arc" and light is None:
+        raise ValueError("an arc frame needs light= (the lamp spectrum, e-/s per pixel)")
+    if light is not None:
+        light = np.asarray(light, dtype=np.float64)
+        if light.shape != (ny, nx):
+            raise ValueError(f"light must have the imaging shape {(ny, nx)}, "
+                             f"got {light.shape}")
     if kind == "bias":
         expected = None
     elif kind == "dark":
         expected = dark.astype(np.float64) * exptime
+    elif light is not None:
+        flat = flat_response(detector, filter)
+        truth["flat"] = flat
+        scale = 1.0
+        if kind == "flat":
+            scale = float(1.0 + 0.01 * s_frame.standard_normal())
+            truth["lamp_scale"] = scale
+        if kind == "science":
+            truth["dither"] = tuple(float(v) for v in dither)
+        scene_e = light * (exptime * scale)
+        expected = scene_e * flat
+        expected += dark * exptime
     else:
         flat = flat_response(detector, filter)
         truth["flat"] = flat
@@ -627,6 +379,12 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
         deposit = (_frame._deposit_single, _frame._deposit_blob, _frame._deposit_track)
         for k, q in zip(kinds, qs):
             deposit[k](crcharge, s_cr, q)
+    if extra_crcharge is not None:
+        extra = np.asarray(extra_crcharge, dtype=np.float64)
+        if extra.shape != (ny, nx):
+            raise ValueError(f"extra_crcharge must have the imaging shape {(ny, nx)}")
+        crcharge += extra
+        n_cr += 1 if np.any(extra > 0) else 0
     truth["n_cosmics"] = n_cr
 
     # -- electrons -> ADU ---------------------------------------------------------
@@ -635,7 +393,20 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
     bias = bias_model(detector) + np.float32(offset)
     ys, xs = detector.data_slice
     rn_adu = s_rn.standard_normal(detector.raw_shape, dtype=np.float32)
-    rn_adu *= np.float32(rn / gain)
+    # per raw column: each amplifier's read noise (ADU) and, on the imaging
+    # columns, its gain
+    rn_col = np.empty(detector.raw_shape[1], np.float32)
+    gain_col = np.empty(nx, np.float32)
+    for amp in detector.amps():
+        rn_col[amp["bias"][1] if amp["bias"] is not None else slice(0, 0)] = \
+            amp["readnoise"] / amp["gain"]
+        rn_col[amp["data"][1]] = amp["readnoise"] / amp["gain"]
+        cs = amp["data"][1]
+        gain_col[cs.start - xs.start:cs.stop - xs.start] = amp["gain"]
+    if detector.amplifiers == 1:
+        rn_col[:] = np.float32(rn / gain)      # prescan/overscan rows too
+        gain_col[:] = np.float32(gain)
+    rn_adu *= rn_col[None, :]
     adu = bias + rn_adu
     if expected is not None:
         electrons = s_noise.poisson(expected).astype(np.float32)
@@ -644,12 +415,13 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
     touched = crcharge > 0
     crmask = np.zeros((ny, nx), dtype=bool)
     if n_cr:
-        clean_t = (electrons[touched] / np.float32(gain) + adu[ys, xs][touched])
+        gmap = np.broadcast_to(gain_col[None, :], (ny, nx))
+        clean_t = (electrons[touched] / gmap[touched] + adu[ys, xs][touched])
         model_t = expected[touched] if expected is not None else 0.0
         crmask[touched] = ((crcharge[touched] > cr_threshold * np.sqrt(model_t + rn ** 2))
                            & (np.rint(clean_t) < detector.saturation))
         electrons[touched] += s_crnoise.poisson(crcharge[touched]).astype(np.float32)
-    adu[ys, xs] += electrons / np.float32(gain)
+    adu[ys, xs] += electrons / gain_col[None, :]
     np.rint(adu, out=adu)
     np.clip(adu, 0, detector.saturation, out=adu)
     data = adu.astype(np.uint16)
@@ -664,6 +436,8 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
 
     header = _raw_header(kind, detector, exptime=exptime, filter=filter, seed=seed,
                          date_obs=date_obs, object=object, imagetyp=imagetyp)
+    for key, value in (extra_header or {}).items():
+        header[key] = value
     hdu = fits.PrimaryHDU(data=data, header=header)
     return RawSimulation(hdu=hdu, truth=truth, header=hdu.header)
 
@@ -672,7 +446,7 @@ def _raw_header(kind, detector, *, exptime, filter, seed, date_obs, object, imag
     h = fits.Header()
     if object is None:
         object = {"bias": "Bias", "dark": "Dark", "flat": f"Dome flat {filter}",
-                  "science": "field"}[kind]
+                  "science": "field", "arc": "Arc"}[kind]
     h["INSTRUME"] = (detector.instrument, "instrument")
     h["DETECTOR"] = ("SIMCCD", "detector")
     h["IMAGETYP"] = (IMAGETYP[kind] if imagetyp is None else str(imagetyp), "image type")
@@ -682,12 +456,21 @@ def _raw_header(kind, detector, *, exptime, filter, seed, date_obs, object, imag
     h["EXPTIME"] = (float(exptime), "[s] exposure time")
     h["DARKTIME"] = (float(exptime), "[s] dark time")
     h["FILTER"] = (filter, "filter")
-    h["GAIN"] = (float(detector.gain), "[e-/ADU] gain")
-    h["RDNOISE"] = (float(detector.readnoise), "[e-] read noise")
+    if detector.amplifiers == 1:
+        h["GAIN"] = (float(detector.gain), "[e-/ADU] gain")
+        h["RDNOISE"] = (float(detector.readnoise), "[e-] read noise")
+    else:
+        h["NAMPS"] = (detector.amplifiers, "amplifiers read out")
+        for n, amp in enumerate(detector.amps(), 1):
+            h[f"GAIN{n}"] = (round(amp["gain"], 6), f"[e-/ADU] gain, amplifier {n}")
+            h[f"RDNOISE{n}"] = (round(amp["readnoise"], 6),
+                                f"[e-] read noise, amplifier {n}")
     h["SATURATE"] = (int(detector.saturation), "[ADU] saturation level")
     for key, value in detector.sections().items():
         h[key] = (value, {"DATASEC": "imaging area", "TRIMSEC": "section to keep",
-                          "BIASSEC": "overscan region"}[key])
+                          "BIASSEC": "overscan region"}.get(
+                              key, f"amplifier {key[-1]} " + (
+                                  "imaging area" if key.startswith("DATA") else "overscan")))
     h["CCDSUM"] = (detector.ccdsum, "binning x y")
     h["BUNIT"] = ("adu", "raw counts")
     h["SIMSEED"] = (int(seed), "crdask.simulate seed of this frame")
