@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from ._version import __version__
 from .cosmic.lacosmic import PARAMS as LACOSMIC
 from .pipeline.clean_files import clean_files, validate_params
-from .pipeline.cluster import ClusterError
+from .pipeline.cluster import CLUSTER_CHOICES, ClusterError
 
 EXIT_OK, EXIT_USAGE, EXIT_SET_ASIDE = 0, 1, 2
 
@@ -398,8 +398,7 @@ def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
 @click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
               help="Threads per worker.")
 @click.option("--memory-limit", default=None, help="Memory limit per worker, e.g. 4GiB.")
-@click.option("--cluster", default=None,  # clusters branch (issue #10)
-              type=click.Choice(["local", "slurm", "pbs", "kubernetes", "slurm-runner"]),
+@click.option("--cluster", default=None, type=click.Choice(CLUSTER_CHOICES),
               help="Cluster to start: local (default), or SLURM/PBS jobs (dask-jobqueue) or "
                    "Kubernetes pods (dask-kubernetes) from Dask's configuration; "
                    "--workers scales it; slurm-runner: every srun task runs crdask, rank 0 "

@@ -77,6 +77,7 @@ from ..cosmic.params import ParamError
 from ..io.catalog import KeywordMap, list_fits_files
 from .schema import Checker, WorkflowError, join_path, read_yaml, show, type_name
 from .calibration import CalibSetup
+from .cluster import CLUSTER_CHOICES
 from .calib_config import (
     COMBINE_DEFAULTS,
     INPUTS_DEFAULTS,
@@ -126,8 +127,8 @@ DEFAULTS = {
         "workers": None,
         "threads_per_worker": None,
         "memory_limit": None,
-        "cluster": None,        # clusters branch (issue #10): local|slurm|pbs|kubernetes
-        "adapt": None,          # clusters branch: {minimum, maximum} workers (batch kinds)
+        "cluster": None,        # null = local; slurm | pbs | kubernetes | slurm-runner
+        "adapt": None,          # {minimum, maximum} workers (batch kinds)
     },
 }
 
@@ -187,10 +188,10 @@ def _execution(ctx, raw):
             except WorkflowError:
                 raise ctx.error(j("memory_limit"), f"{show(mem)} is not a size",
                                 allowed) from None
-    # --- clusters branch (issue #10): cluster kind and adaptive scaling ---
-    kinds = ("local", "slurm", "pbs", "kubernetes", "slurm-runner")
+    # cluster kind and adaptive scaling (crdask.pipeline.cluster)
+    kinds = CLUSTER_CHOICES
     if v["cluster"] is not None and v["cluster"] not in kinds:
-        raise ctx.error(j("cluster"), f"{_show(v['cluster'])} is not a cluster kind",
+        raise ctx.error(j("cluster"), f"{show(v['cluster'])} is not a cluster kind",
                         "null, " + ", ".join(kinds))
     if v["cluster"] not in (None, "local", "slurm-runner") and (v["scheduler"]
                                                               or v["scheduler_file"]):
@@ -200,15 +201,14 @@ def _execution(ctx, raw):
     if adapt is not None:
         adapt = ctx.mapping(adapt, j("adapt"), ["minimum", "maximum"])
         if "maximum" not in adapt:
-            raise ctx.error(_join(j("adapt"), "maximum"), "missing", "a number of workers >= 1")
-        lo = ctx.number(adapt.get("minimum", 0), _join(j("adapt"), "minimum"), integer=True,
+            raise ctx.error(join_path(j("adapt"), "maximum"), "missing", "a number of workers >= 1")
+        lo = ctx.number(adapt.get("minimum", 0), join_path(j("adapt"), "minimum"), integer=True,
                         minimum=0)
-        hi = ctx.number(adapt["maximum"], _join(j("adapt"), "maximum"), integer=True,
+        hi = ctx.number(adapt["maximum"], join_path(j("adapt"), "maximum"), integer=True,
                         minimum=max(1, lo))
         adapt = {"minimum": lo, "maximum": hi}
-    # --- end clusters branch ---
     return Execution(
-        cluster=v["cluster"], adapt=adapt,  # clusters branch (issue #10)
+        cluster=v["cluster"], adapt=adapt,
         chunk_rows=ctx.number(v["chunk_rows"], j("chunk_rows"), integer=True, minimum=1),
         intermediates=ctx.flag(v["intermediates"], j("intermediates")),
         scheduler=ctx.text(v["scheduler"], j("scheduler"), none_ok=True,
@@ -247,8 +247,8 @@ class Execution:
     workers: int | None = None
     threads_per_worker: int | None = None
     memory_limit: object = None
-    cluster: str | None = None   # clusters branch (issue #10): local|slurm|pbs|kubernetes
-    adapt: dict | None = None    # clusters branch: {"minimum": m, "maximum": n}
+    cluster: str | None = None   # local | slurm | pbs | kubernetes | slurm-runner
+    adapt: dict | None = None    # {"minimum": m, "maximum": n} workers
 
 
 @dataclass(frozen=True)
@@ -359,7 +359,7 @@ class Workflow:
                 "workers": ex.workers,
                 "threads_per_worker": ex.threads_per_worker,
                 "memory_limit": ex.memory_limit,
-                "cluster": ex.cluster,  # clusters branch (issue #10)
+                "cluster": ex.cluster,
                 "adapt": None if ex.adapt is None else dict(ex.adapt),
             },
         }

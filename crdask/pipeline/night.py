@@ -131,7 +131,7 @@ def plan_night(wf, ledger=None):
         masters = "none"
     else:
         masters = "reuse" if master_paths is not None else "build"
-    infos = [i for i in catalog.of_type("science") if not i.error]
+    infos = [i for i in catalog.science_like() if not i.error]
     membership = {}
     exposure_groups = {}
     if wf.cosmics.enabled and wf.cosmics.kind == "group":
@@ -373,14 +373,16 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         failures += [{"file": os.path.basename(p), "reason": why} for p, why in rejected]
         why_rejected = dict(rejected)
         for info in catalog.frames:
-            if info.error or info.frame_type == "science":
+            if info.error or info.science_like:
                 continue
             frames.append({"file": os.path.basename(info.path), "type": info.frame_type,
                            "group": _group_label(info),
-                           "status": "set aside" if info.path in why_rejected else "used",
+                           "status": "set aside" if info.path in why_rejected
+                           else "used" if info.frame_type in ("bias", "dark", "flat")
+                           else "not reduced",
                            "error": why_rejected.get(info.path)})
         science_rejected = []
-        sci_infos = check_frames([i for i in catalog.of_type("science") if not i.error],
+        sci_infos = check_frames([i for i in catalog.science_like() if not i.error],
                                  "science", wf.calib_setup(), science_rejected)
         for path, why in science_rejected:
             failures.append({"file": os.path.basename(path), "reason": why})
@@ -436,8 +438,8 @@ def _remove_leftovers(out):
 
 
 def _group_label(info):
-    if info.frame_type == "science":
-        return f"science filter={info.filter} object={info.object}"
+    if info.science_like:
+        return f"{info.frame_type} filter={info.filter} object={info.object}"
     if info.frame_type == "dark":
         return f"dark exptime={info.exptime:g}s" if info.exptime else "dark"
     if info.frame_type == "flat":
