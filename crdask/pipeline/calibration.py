@@ -132,16 +132,18 @@ class Prepared:
     notes: list
 
 
-def _where(path, setup):
-    return f"{path}[{0 if setup.hdu is None else setup.hdu}]"
+def _where(path, setup, header=None):
+    """``FILE[HDU]`` of the HDU actually read (a merged header knows it)."""
+    where = getattr(header, "where", None)
+    return where or f"{path}[{0 if setup.hdu is None else setup.hdu}]"
 
 
 def _section(header, spec, path, setup, shape):
     if spec is None:
         return None
     if spec.strip().startswith("["):
-        return parse_section(spec, shape=shape, where=f"{_where(path, setup)} section")
-    return header_section(header, spec, shape=shape, path=path, hdu=setup.hdu or 0)
+        return parse_section(spec, shape=shape, where=f"{_where(path, setup, header)} section")
+    return header_section(header, spec, shape=shape)
 
 
 def _header_number(header, keys, value, what, path, setup):
@@ -152,12 +154,12 @@ def _header_number(header, keys, value, what, path, setup):
             try:
                 v = float(header[k])
             except (TypeError, ValueError):
-                raise FrameRejected(f"{_where(path, setup)} {k}: {what} is not a number "
-                                    f"({header[k]!r})") from None
+                raise FrameRejected(f"{_where(path, setup, header)} {k}: {what} is not a "
+                                    f"number ({header[k]!r})") from None
             if np.isfinite(v):
                 return v
-    raise FrameRejected(f"{_where(path, setup)}: no {what} ({'/'.join(keys)}) in the header "
-                        "and none given")
+    raise FrameRejected(f"{_where(path, setup, header)}: no {what} ({'/'.join(keys)}) in "
+                        "the header and none given")
 
 
 def electrons(path, setup, exptime=None):
@@ -177,7 +179,7 @@ def electrons(path, setup, exptime=None):
     if not gain > 0:
         key = "instrument.gain" if setup.gain is not None else next(
             (k for k in setup.keymap.gain_keys if k in header), "gain")
-        raise FrameRejected(f"{_where(path, setup)} {key}: gain must be > 0 e-/ADU, "
+        raise FrameRejected(f"{_where(path, setup, header)} {key}: gain must be > 0 e-/ADU, "
                             f"got {gain}")
     rn = _header_number(header, setup.keymap.rdnoise_keys, setup.readnoise, "read noise",
                         path, setup)
