@@ -302,7 +302,8 @@ BAD = [
      "scheduler_file, workers, threads_per_worker, memory_limit, cluster, adapt"),
     # bad enums
     ("method", {"steps": {"cosmics": {"method": "lacosmicx"}}},
-     "steps.cosmics.method: 'lacosmicx' is not allowed; allowed: " + ", ".join(method_names())),
+     lambda: "steps.cosmics.method: 'lacosmicx' is not allowed; allowed: "
+     + ", ".join(method_names())),
     ("statistic", {"instrument": {"overscan_statistic": "mode"}},
      "instrument.overscan_statistic: 'mode' is not allowed; allowed: median, mean, "
      "clipped_mean"),
@@ -391,6 +392,8 @@ BAD = [
 
 @pytest.mark.parametrize("over,expected", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_config_one_line(tmp_path, over, expected):
+    # (a callable: what is registered when the test runs, plugins included)
+    expected = expected() if callable(expected) else expected
     path = _write(tmp_path, _merge(MINIMAL, over))
     with pytest.raises(WorkflowError) as info:
         load_workflow(path)
