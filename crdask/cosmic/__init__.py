@@ -2,5 +2,6 @@
 
 from .lacosmic import detect_cosmics, lacosmic
 from .median_method import cosmicray_median
+from .median_minimum import median_minimum
 
-__all__ = ["lacosmic", "detect_cosmics", "cosmicray_median"]
+__all__ = ["lacosmic", "detect_cosmics", "cosmicray_median", "median_minimum"]
