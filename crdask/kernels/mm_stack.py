@@ -21,7 +21,7 @@ Example
 import numpy as np
 from numba import njit
 
-__all__ = ["stack_stats", "sim_xy", "dilate8", "keep_touching"]
+__all__ = ["stack_stats", "sim_xy", "dilate8", "keep_touching", "label8"]
 
 
 @njit(cache=True, nogil=True)
@@ -178,3 +178,38 @@ def sim_xy(stack, ncoinc):
             xo[j, i] = m
             yo[j, i] = med - m
     return xo, yo
+
+
+@njit(cache=True, nogil=True)
+def label8(mask):
+    """8-connected labels of a bool ``(ny, nx)`` mask, numbered 1, 2, ... in
+    the raster order of each group's first pixel (as scipy.ndimage.label).
+    Returns (int32 labels, number of groups)."""
+    ny, nx = mask.shape
+    lab = np.zeros((ny, nx), np.int32)
+    stack = np.empty(ny * nx, np.int64)
+    count = 0
+    for j0 in range(ny):
+        for i0 in range(nx):
+            if not mask[j0, i0] or lab[j0, i0] != 0:
+                continue
+            count += 1
+            lab[j0, i0] = count
+            top = 1
+            stack[0] = j0 * nx + i0
+            while top > 0:
+                top -= 1
+                p = stack[top]
+                j = p // nx
+                i = p - j * nx
+                for dj in range(-1, 2):
+                    jj = j + dj
+                    if jj < 0 or jj >= ny:
+                        continue
+                    for di in range(-1, 2):
+                        ii = i + di
+                        if 0 <= ii < nx and mask[jj, ii] and lab[jj, ii] == 0:
+                            lab[jj, ii] = count
+                            stack[top] = jj * nx + ii
+                            top += 1
+    return lab, count
