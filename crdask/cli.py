@@ -449,6 +449,9 @@ def simulate_night_cmd(directory, size, n_bias, n_dark, dark_times, filters, n_f
                f"({m.elapsed_s:.1f} s)")
 
 
+cli.add_command(__import__("crdask.cli_crmasks", fromlist=["crmasks_cmd"]).crmasks_cmd)
+
+
 def main(argv=None):
     """Console-script entry point (``crdask``, ``python -m crdask``)."""
     return cli.main(args=argv, prog_name="crdask")
