@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from crdask.kernels.mm_stack import dilate8, keep_touching, label8, sim_xy, stack_stats
+from crdask.kernels.mm_stack import (dilate8, hist2d_add, keep_touching, label8, sim_xy,
+                                     stack_stats)
 
 S8 = ndimage.generate_binary_structure(2, 2)
 
@@ -99,3 +100,21 @@ def test_label8_matches_scipy_label(ms):
     ref, nref = ndimage.label(m, structure=S8)
     assert n == nref
     np.testing.assert_array_equal(lab, ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2 ** 31 - 1), st.integers(1, 400))
+def test_hist2d_add_matches_histogramdd(seed, m):
+    rng = np.random.default_rng(seed)
+    ey = np.linspace(0.0, rng.uniform(1, 50), 101)
+    ex = np.linspace(rng.uniform(-20, 0), rng.uniform(1, 500), 101)
+    y = rng.uniform(-5, ey[-1] * 1.1, m)
+    x = rng.uniform(ex[0] - 5, ex[-1] * 1.1, m)
+    pick = rng.random(m) < 0.3                 # values exactly on edges
+    y[pick] = rng.choice(ey, pick.sum())
+    x[pick] = rng.choice(ex, pick.sum())
+    use = rng.random(m) < 0.8
+    ref, _ = np.histogramdd(sample=(y[use], x[use]), bins=(ey, ex))
+    h = np.zeros((100, 100), np.int64)
+    hist2d_add(h, y, x, use, ey, ex)
+    np.testing.assert_array_equal(h, ref.astype(np.int64))

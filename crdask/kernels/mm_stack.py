@@ -21,7 +21,7 @@ Example
 import numpy as np
 from numba import njit
 
-__all__ = ["stack_stats", "sim_xy", "dilate8", "keep_touching", "label8"]
+__all__ = ["stack_stats", "sim_xy", "dilate8", "keep_touching", "label8", "hist2d_add"]
 
 
 @njit(cache=True, nogil=True)
@@ -213,3 +213,41 @@ def label8(mask):
                             stack[top] = jj * nx + ii
                             top += 1
     return lab, count
+
+
+@njit(cache=True, nogil=True)
+def _right(edges, v):
+    # numpy.searchsorted(edges, v, side="right")
+    lo, hi = 0, edges.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if v < edges[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def hist2d_add(hist, y, x, usable, edges_y, edges_x):
+    """Add the points ``(y, x)`` (float64 ``(m,)``) where ``usable`` to
+    ``hist`` (int64 ``(len(edges_y) - 1, len(edges_x) - 1)``), binned exactly
+    as ``numpy.histogramdd((y, x), bins=(edges_y, edges_x))``: bins closed
+    on the left, the last one on both sides, points outside (or NaN) left
+    out."""
+    ny = edges_y.shape[0]
+    nx = edges_x.shape[0]
+    for k in range(y.shape[0]):
+        if not usable[k]:
+            continue
+        yv = y[k]
+        xv = x[k]
+        iy = _right(edges_y, yv)
+        if yv == edges_y[ny - 1]:
+            iy -= 1
+        ix = _right(edges_x, xv)
+        if xv == edges_x[nx - 1]:
+            ix -= 1
+        if iy <= 0 or iy >= ny or ix <= 0 or ix >= nx:
+            continue
+        hist[iy - 1, ix - 1] += 1

@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parents[1]))   # this checkout's crdask
 
 from _benchcommon import emit_json, machine, median, print_machine  # noqa: E402
 from mm_numina import jaccard, numina_script, read_masks, write_frames, write_yaml  # noqa: E402
