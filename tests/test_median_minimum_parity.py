@@ -28,14 +28,14 @@ BASE = dict(crmethod="mm_lacosmic", mm_photon_distribution="poisson", mm_nbinom_
             apply_flux_factor_to="original", interactive=False, maxplots=0, mm_seed=7)
 
 
-def both(tmp_path, frames, gain, rnoise, bias, req):
+def both(tmp_path, frames, gain, rnoise, bias, req, **extra):
     paths = write_frames(frames, tmp_path / "in")
     y = write_yaml(tmp_path / "params.yaml", paths, gain, rnoise, bias, req)
     theirs = run_numina(y, tmp_path / "numina")
     cfg = load_config(y)
     ours = median_minimum(read_images(cfg), gain=cfg.gain, rnoise=cfg.rnoise, bias=cfg.bias,
-                          **cfg.params)
-    return ours, theirs
+                          **{**cfg.params, **extra})
+    return ours, theirs, (cfg, y)
 
 
 @pytest.mark.parametrize("n", [3, 5])
@@ -43,7 +43,7 @@ def test_piecewise_masks_identical_simulated(tmp_path, n):
     s = make_set(n, (160, 160), seed=11, pair=(0, 1))
     req = dict(BASE, mm_boundary_fit="piecewise", mm_xy_offsets=s["offsets"],
                mm_fixed_points_in_boundary=[[0, 40], [300, 110], [3000, 400], [60000, 3000]])
-    ours, theirs = both(tmp_path, s["frames"], s["gain"], s["rnoise"], s["bias"], req)
+    ours, theirs, _ = both(tmp_path, s["frames"], s["gain"], s["rnoise"], s["bias"], req)
     assert theirs["MEDIANCR"].sum() > 50
     assert set(theirs) == set(ours.masks)
     for name in theirs:
@@ -58,7 +58,7 @@ def test_piecewise_masks_identical_sprat(tmp_path):
         frames.append(((raw.astype(np.float64) - 917.0) * 2.45).astype(np.float32))
     req = dict(BASE, mm_boundary_fit="piecewise", dilation=1,
                mm_fixed_points_in_boundary=[[0, 60], [500, 150], [5000, 600], [80000, 8000]])
-    ours, theirs = both(tmp_path, frames, 1.0, 7.0, 0.0, req)
+    ours, theirs, _ = both(tmp_path, frames, 1.0, 7.0, 0.0, req)
     print({k: int(v.sum()) for k, v in theirs.items()})
     assert theirs["MEDIANCR"].sum() > 0 and theirs["MEANCRT"].sum() > 100
     for name in theirs:
@@ -76,10 +76,21 @@ def test_spline_same_seed_close(tmp_path):
 
     s = make_set(3, (160, 160), seed=12, pair=(0, 1))
     req = dict(BASE, mm_boundary_fit="spline", mm_knots_splfit=4)
-    ours, theirs = both(tmp_path, s["frames"], s["gain"], s["rnoise"], s["bias"], req)
+    # crdask's own stream (parallel blocks; the same YAML as numina's)
+    ours, theirs, (cfg, _) = both(tmp_path, s["frames"], s["gain"], s["rnoise"], s["bias"], req)
     jac = {name: jaccard(np.asarray(ours.masks[name]), theirs[name]) for name in theirs}
-    print("Jaccard", jac)
+    print("Jaccard (mm_rng=blocks)", jac)
     assert jac["MEDIANCR"] >= 0.95 and jac["MEANCRT"] >= 0.95
+    # numina's own stream: the same simulated histogram, so the same masks
+    same = median_minimum(read_images(cfg), gain=cfg.gain, rnoise=cfg.rnoise, bias=cfg.bias,
+                          **{**cfg.params, "mm_rng": "numina"})
+    for name in theirs:
+        np.testing.assert_array_equal(same.masks[name], theirs[name], err_msg=name)
+    xc0 = (same.diagram["bins_x"][:-1] + same.diagram["bins_x"][1:]) / 2
+    drift = np.max(np.abs(ours.boundary(xc0) - same.boundary(xc0))) / np.max(same.boundary(xc0))
+    print(f"boundary, blocks vs numina stream: max difference {drift:.3f} of its maximum")
+    assert drift < 0.1
+    ours = same
     # numina's own fit on crdask's simulated histogram: the same curve
     dg = ours.diagram
     st = ours.stats

@@ -355,7 +355,7 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
     boundary, diagram, offsets, flag_mm = None, None, [(0.0, 0.0)] * n, zero
     if use_mm:
         boundary, diagram, offsets = _boundary(p, stats, flag_aux, single_flags, singles_clean,
-                                               ff, gain, rnoise, n)
+                                               ff, gain, rnoise, n, num_threads)
         flag_mm = diagram_flags(min2d, y_med, max2d, boundary, threshold,
                                 p["mm_minimum_max2d_rnoise"] * rnoise, np.ones_like(cleanable))
         flag_mm = dilate(flag_mm, p["mm_dilation"]) & cleanable
@@ -414,7 +414,8 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
                     params=p, threshold=threshold, gain=gain, rnoise=rnoise)
 
 
-def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise, n):
+def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise, n,
+              num_threads=None):
     """The detection boundary (and the simulated diagram) for one group."""
     min2d, median2d = stats["min2d"], stats["median2d"]
     ny, nx = min2d.shape
@@ -431,7 +432,10 @@ def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise,
         shift = True
     xplot = min2d.ravel()
     yplot = (median2d - min2d).ravel()
-    rng = np.random.default_rng(p["mm_seed"])
+    # mm_seed None: one fresh seed for the limits and the blocks alike
+    seed = p["mm_seed"] if p["mm_seed"] is not None else \
+        int(np.random.SeedSequence().entropy % (2 ** 63))
+    rng = np.random.default_rng(seed)
     xlo, xhi, _, yhi = mb.diagram_limits(rng, p["mm_photon_distribution"], p["mm_nbinom_shape"],
                                          gain, rnoise, np.max(min2d), n)
     xlo = min(xlo, float(np.min(xplot)))
@@ -458,7 +462,8 @@ def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise,
     used = (np.sum(single_flags, axis=0) + flag_aux).ravel() == 0
     hist = mb.simulate_histogram(rng, lam, gain, rnoise, p["mm_cr_coincidences"],
                                  p["mm_nsimulations"], p["mm_photon_distribution"],
-                                 p["mm_nbinom_shape"], used, bins_y, bins_x)
+                                 p["mm_nbinom_shape"], used, bins_y, bins_x,
+                                 stream=p["mm_rng"], seed=seed, num_threads=num_threads)
     del lam
     hmean = mb.remove_sparse_bins(hist, p["mm_hist2d_min_neighbors"]).astype(float) \
         / p["mm_nsimulations"]

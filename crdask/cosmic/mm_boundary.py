@@ -76,16 +76,16 @@ def diagram_limits(rng, distribution, nbinom_shape, gain, rnoise, maxvalue, n,
     lam = np.full(n, maxvalue)
     xlo = ylo = np.inf
     xhi = yhi = -np.inf
-    def median(d):
-        # np.median of a few values, without its overhead
-        d = np.sort(d)
-        return d[n // 2] if n % 2 else (d[n // 2 - 1] + d[n // 2]) / 2.0
+    def med_min(d):
+        # (np.median(d), np.min(d)) of a few values, without their overhead
+        d = sorted(d.tolist())
+        return (d[n // 2] if n % 2 else (d[n // 2 - 1] + d[n // 2]) / 2.0), d[0]
 
     for _ in range(npixels):
         d = rng.normal(loc=0, scale=rnoise, size=n)
-        med = median(d)
+        med, lo = med_min(d)
         xlo = min(xlo, med)
-        ylo = min(ylo, med - np.min(d))
+        ylo = min(ylo, med - lo)
         if distribution == "poisson":
             d = rng.poisson(lam=lam * gain).astype(float) / gain
         else:
@@ -94,33 +94,81 @@ def diagram_limits(rng, distribution, nbinom_shape, gain, rnoise, maxvalue, n,
                                       ).astype(float) / gain
         if rnoise > 0:
             d += rng.normal(loc=0, scale=rnoise, size=n)
-        med = median(d)
+        med, lo = med_min(d)
         xhi = max(xhi, med)
-        yhi = max(yhi, med - np.min(d))
+        yhi = max(yhi, med - lo)
     return xlo, xhi, ylo, yhi
 
 
+def _draw(gen, lam, gain, rnoise, distribution, nbinom_shape, shape):
+    if distribution == "poisson":
+        out = gen.poisson(lam=lam * gain).astype(float) / gain
+    else:
+        out = gen.negative_binomial(n=nbinom_shape,
+                                    p=nbinom_shape / (nbinom_shape + lam * gain)
+                                    ).astype(float) / gain
+    out += gen.normal(loc=0, scale=rnoise, size=shape)
+    return out
+
+
+#: Rows per block of the parallel simulation (fixed: the draws of a block
+#: depend on the seed, the simulation and the block only).
+SIM_BLOCK_ROWS = 128
+
+
 def simulate_histogram(rng, lam3d, gain, rnoise, ncoinc, nsim, distribution,
-                       nbinom_shape, usable, bins_y, bins_x):
+                       nbinom_shape, usable, bins_y, bins_x, *, stream="numina",
+                       seed=None, num_threads=None):
     """Accumulated 2-D histogram ``(NBINS, NBINS)`` (int, rows = y) of the
     diagram of ``nsim`` simulated stacks drawn around ``lam3d``
     ``(n, ny, nx)`` (expected ADU, >= 0): photons Poisson or negative
     binomial in e- (``gain`` e-/ADU), read noise ``rnoise`` ADU, only the
-    pixels where ``usable`` (flattened bool) is True."""
-    n = lam3d.shape[0]
+    pixels where ``usable`` (flattened bool) is True.
+
+    ``stream='numina'`` draws whole frames from ``rng`` in numina's order
+    (one thread); ``stream='blocks'`` draws blocks of
+    :data:`SIM_BLOCK_ROWS` rows from generators seeded by ``(seed,
+    simulation, block)`` on ``num_threads`` threads: the same histogram for
+    any number of threads, a different (equally valid) random stream.
+    """
+    n, ny, nx = lam3d.shape
     hist = np.zeros((len(bins_y) - 1, len(bins_x) - 1), dtype=np.int64)
-    sim = np.empty(lam3d.shape, dtype=np.float64)
-    for _ in range(nsim):
+    if stream == "numina":
+        sim = np.empty(lam3d.shape, dtype=np.float64)
+        for _ in range(nsim):
+            for i in range(n):
+                sim[i] = _draw(rng, lam3d[i], gain, rnoise, distribution, nbinom_shape,
+                               lam3d.shape[1:])
+            x, y = sim_xy(sim, ncoinc)
+            hist2d_add(hist, y.ravel(), x.ravel(), usable, bins_y, bins_x)
+        return hist
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = np.random.SeedSequence(seed)
+    use2d = usable.reshape(ny, nx)
+    starts = list(range(0, ny, SIM_BLOCK_ROWS))
+
+    def task(k, b):
+        r0 = starts[b]
+        r1 = min(r0 + SIM_BLOCK_ROWS, ny)
+        gen = np.random.Generator(np.random.PCG64(
+            np.random.SeedSequence(root.entropy, spawn_key=(k, b))))
+        sim = np.empty((n, r1 - r0, nx))
         for i in range(n):
-            if distribution == "poisson":
-                sim[i] = rng.poisson(lam=lam3d[i] * gain).astype(float) / gain
-            else:
-                sim[i] = rng.negative_binomial(
-                    n=nbinom_shape, p=nbinom_shape / (nbinom_shape + lam3d[i] * gain)
-                ).astype(float) / gain
-            sim[i] += rng.normal(loc=0, scale=rnoise, size=lam3d.shape[1:])
+            sim[i] = _draw(gen, lam3d[i, r0:r1], gain, rnoise, distribution, nbinom_shape,
+                           (r1 - r0, nx))
         x, y = sim_xy(sim, ncoinc)
-        hist2d_add(hist, y.ravel(), x.ravel(), usable, bins_y, bins_x)
+        h = np.zeros_like(hist)
+        hist2d_add(h, y.ravel(), x.ravel(), np.ascontiguousarray(use2d[r0:r1]).ravel(),
+                   bins_y, bins_x)
+        return h
+
+    workers = num_threads or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for h in pool.map(lambda kb: task(*kb),
+                          [(k, b) for k in range(nsim) for b in range(len(starts))]):
+            hist += h
     return hist
 
 

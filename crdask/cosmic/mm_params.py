@@ -202,4 +202,8 @@ PARAMS = ParamSet("median_minimum", [
           "max2d must exceed this many rnoise", unit="rnoise", minimum=0),
     Param("mm_seed", None, "int", "seed of the simulations (null: fresh entropy)",
           none_ok=True),
+    Param("mm_rng", "blocks", "choice",
+          "crdask only: random stream of the simulations: blocks (parallel, the same for "
+          "any thread count) or numina (numina-crmasks' own stream, one thread)",
+          choices=("blocks", "numina")),
 ])

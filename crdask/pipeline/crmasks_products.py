@@ -66,6 +66,17 @@ def feature_rows(mask, flags):
     return rows
 
 
+def _first_pixels(lab, k):
+    # centre (row, col) of groups 1..k
+    jj, ii = np.nonzero((lab > 0) & (lab <= k))
+    labs = lab[jj, ii]
+    out = []
+    for q in range(1, k + 1):
+        sel = labs == q
+        out.append((int(jj[sel].mean() + 0.5), int(ii[sel].mean() + 0.5)))
+    return out
+
+
 def write_feature_tables(result, out, *, overwrite=True):
     """``mediancr_identified_<category>.csv`` for the four categories."""
     rows = feature_rows(result.masks["MEDIANCR"], result.flags)
@@ -155,25 +166,35 @@ def write_plots(result, out, *, overwrite=True):
     _save(fig, path, overwrite)
     paths.append(path)
 
+    # Features: one mosaic image (median before | after, 15x15 px each,
+    # each cut-out scaled on its own), drawn with a single imshow.
     med = np.asarray(st["median2d"])
     corr = np.asarray(result.combination("mediancr")[0])
     lab, n = label8(np.ascontiguousarray(np.asarray(result.masks["MEDIANCR"])))
     k = min(n, 16)
-    fig = Figure(figsize=(8, 1.1 * max(k, 1) / 2 + 1))
+    side, gap, ncol = 15, 3, 4
+    rows = max((k + ncol - 1) // ncol, 1)
+    mosaic = np.full((rows * (side + gap), ncol * (2 * side + 2 * gap)), np.nan)
     if k:
-        axes = fig.subplots(max((k + 1) // 2, 1), 4, squeeze=False)
-        for a in axes.ravel():
-            a.set_axis_off()
-        for q in range(k):
-            jj, ii = np.nonzero(lab == q + 1)
-            jc, ic = int(jj.mean() + 0.5), int(ii.mean() + 0.5)
-            sl = (slice(max(jc - 7, 0), jc + 8), slice(max(ic - 7, 0), ic + 8))
+        objs = _first_pixels(lab, k)
+        for q, (jc, ic) in enumerate(objs):
+            j0 = min(max(jc - side // 2, 0), max(med.shape[0] - side, 0))
+            i0 = min(max(ic - side // 2, 0), max(med.shape[1] - side, 0))
+            sl = (slice(j0, j0 + side), slice(i0, i0 + side))
             lo, hi = np.percentile(corr[sl], [2, 98])
-            for c, img in enumerate((med, corr)):
-                a = axes[q // 2, 2 * (q % 2) + c]
-                a.imshow(img[sl], origin="lower", vmin=lo, vmax=max(hi, lo + 1), cmap="gray")
-                a.set_title(f"#{q + 1} ({ic + 1},{jc + 1}) {'before' if c == 0 else 'after'}",
-                            fontsize=6)
+            hi = max(hi, lo + 1e-6)
+            r, c = divmod(q, ncol)
+            for half, img in enumerate((med, corr)):
+                cut = np.clip((img[sl] - lo) / (hi - lo), 0, 1)
+                y0 = r * (side + gap)
+                x0 = c * (2 * side + 2 * gap) + half * (side + 1)
+                mosaic[y0:y0 + cut.shape[0], x0:x0 + cut.shape[1]] = cut
+    fig = Figure(figsize=(8, 0.55 * rows * 2 + 0.6))
+    ax = fig.subplots()
+    ax.imshow(mosaic, origin="lower", cmap="gray", interpolation="nearest", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(f"MEDIANCR features 1-{k} of {n} (median | cleaned median); "
+                 "positions in mediancr_identified_*.csv", fontsize=8)
     fig.tight_layout()
     path = out / "mediancr_identified.png"
     _save(fig, path, overwrite)
