@@ -48,6 +48,14 @@ def test_piecewise_masks_identical_simulated(tmp_path, n):
     assert set(theirs) == set(ours.masks)
     for name in theirs:
         np.testing.assert_array_equal(np.asarray(ours.masks[name]), theirs[name], err_msg=name)
+    # numina's combined images, variances and maps
+    from astropy.io import fits
+    for comb in ("mean", "median", "min", "mediancr", "meancrt", "meancr", "meancr2"):
+        mine = ours.combination(comb)
+        with fits.open(tmp_path / "numina" / f"combined_{comb}.fits") as h:
+            for k, ext in enumerate(("PRIMARY", "VARIANCE", "MAP")):
+                np.testing.assert_array_equal(np.asarray(mine[k]), h[ext].data,
+                                              err_msg=f"{comb} {ext}")
 
 
 def test_piecewise_masks_identical_sprat(tmp_path):
