@@ -47,7 +47,7 @@ import numpy as np
 
 from ..kernels.mm_stack import keep_touching
 from . import mm_boundary as mb
-from .lacosmic import lacosmic
+from .mm_aux import LACosmicAux, flux_factors, measure_offsets
 from .mm_params import PARAMS
 from .mm_stack import COMBINATIONS, combine, diagram_flags, dilate, stack_statistics
 from .params import ParamError
@@ -154,100 +154,6 @@ def _cleanable(shape, p):
     return ok
 
 
-class _Aux:
-    """crdask's L.A.Cosmic with numina's la_* parameters (two passes when a
-    pair is given, pass-2 groups kept where they touch a pass-1 pixel)."""
-
-    def __init__(self, p, gain, rnoise, num_threads):
-        def pick(v, k):
-            return v[k] if isinstance(v, list) else v
-        sat = 65536.0 if p["la_satlevel"] is None else p["la_satlevel"] * gain
-        base = dict(gain=gain, readnoise=rnoise * gain, satlevel=sat, niter=p["la_niter"],
-                    sepmed=p["la_sepmed"], cleantype=p["la_cleantype"],
-                    fsmode=p["la_fsmode"], psfsize=p["la_psfsize"], psfbeta=p["la_psfbeta"],
-                    num_threads=num_threads)
-        model = p["la_psfmodel"]
-        fx, fy = p["la_psffwhm_x"], p["la_psffwhm_y"]
-        if model in ("gauss", "moffat"):
-            base.update(psfmodel=model, psffwhm=(fx + fy) / 2.0)
-        elif model == "gaussx":
-            base.update(psfmodel=model, psffwhm=fx)
-        elif model == "gaussy":
-            base.update(psfmodel=model, psffwhm=fy)
-        else:
-            base.update(psfmodel="gaussxy", psffwhm_x=fx, psffwhm_y=fy)
-        self.runs = []
-        for k in (0, 1):
-            self.runs.append({**base, "sigclip": pick(p["la_sigclip"], k),
-                              "sigfrac": pick(p["la_sigfrac"], k),
-                              "objlim": pick(p["la_objlim"], k)})
-        self.two = self.runs[0] != self.runs[1]
-        self.pad = p["la_padwidth"]
-
-    def __call__(self, image, cleanable):
-        img = np.ascontiguousarray(image, dtype=np.float32)
-        w = self.pad
-        if w:
-            img = np.pad(img, w, mode="reflect")
-        m1, c1 = lacosmic(img, **self.runs[0])
-        if self.two:
-            m2, c1 = lacosmic(img, **self.runs[1])
-            m1 = keep_touching(np.ascontiguousarray(m2), np.ascontiguousarray(m1))
-        if w:
-            m1, c1 = m1[w:-w, w:-w], c1[w:-w, w:-w]
-        return np.asarray(c1, np.float32), np.logical_and(m1, cleanable)
-
-
-def _flux_factors(stack, median, p, n):
-    ff = p["flux_factor"]
-    if ff is None:
-        if p["flux_factor_regions"] is not None:
-            _fail("flux_factor_regions", "given with flux_factor none", "flux_factor: auto")
-        return np.ones(n)
-    if isinstance(ff, float):
-        return np.full(n, ff)
-    if isinstance(ff, list):
-        if len(ff) != n:
-            _fail("flux_factor", f"{len(ff)} values for {n} exposures")
-        return np.array(ff)
-    # auto: the median ratio of each exposure to the median where the
-    # median is clearly above zero (crdask's robust estimate; numina fits
-    # the mode of a ratio histogram interactively).
-    region = np.zeros(median.shape, bool)
-    for x1, x2, y1, y2 in p["flux_factor_regions"] or [[1, median.shape[1], 1, median.shape[0]]]:
-        region[y1 - 1:y2, x1 - 1:x2] = True
-    good = region & (median > np.percentile(median[region], 50)) & (median > 0)
-    if n > 7 or not good.any():
-        return np.ones(n)
-    return np.round([float(np.median(stack[i][good] / median[good])) for i in range(n)], 6)
-
-
-def _measure_offsets(median, singles, region):
-    # Phase-free cross-correlation of each cleaned exposure with the median
-    # in the region, peak refined by a parabola per axis: the shift that
-    # moves the median onto the exposure.
-    x1, x2, y1, y2 = region
-    ref = median[y1 - 1:y2, x1 - 1:x2].astype(float)
-    if ref.size < 100:
-        _fail("mm_crosscorr_region", f"{region} has {ref.size} pixels; at least 100 needed")
-    out = []
-    for s in singles:
-        mov = s[y1 - 1:y2, x1 - 1:x2].astype(float)
-        c = np.fft.ifft2(np.conj(np.fft.fft2(ref - ref.mean())) * np.fft.fft2(mov - mov.mean())).real
-        j, i = np.unravel_index(np.argmax(c), c.shape)
-        sh = []
-        for idx, axis in ((i, 1), (j, 0)):
-            n = c.shape[axis]
-            take = (lambda k: c[j, k % n]) if axis == 1 else (lambda k: c[k % n, i])
-            a, b, cc = take(idx - 1), take(idx), take(idx + 1)
-            den = a - 2 * b + cc
-            d = 0.5 * (a - cc) / den if den != 0 else 0.0
-            v = idx + d
-            sh.append(v - n if v > n / 2 else v)
-        out.append((float(sh[0]), float(sh[1])))
-    return out
-
-
 def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, **params):
     """Find cosmic rays in N >= 3 equivalent exposures (numina-crmasks).
 
@@ -317,7 +223,7 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
     stack = (stack.astype(np.float64) - b).astype(np.float32) if lazy else \
         (stack.astype(np.float64) - b).astype(np.float32)
     med0 = np.median(np.asarray(stack), axis=0) if p["flux_factor"] == "auto" else None
-    ff = _flux_factors(np.asarray(stack) if med0 is not None else None, med0, p, n)
+    ff = flux_factors(np.asarray(stack) if med0 is not None else None, med0, p, n)
     if p["apply_flux_factor_to"] == "original" and np.any(ff != 1.0):
         stack = (stack.astype(np.float64) / ff[:, None, None]).astype(np.float32)
     stats_lazy = stack_statistics(stack, k)
@@ -333,7 +239,7 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
     y_med = median2d - min2d
     use_mm = p["crmethod"] != "lacosmic"
     use_la = p["crmethod"] != "mmcosmic"
-    aux = _Aux(p, gain, rnoise, num_threads) if use_la else None
+    aux = LACosmicAux(p, gain, rnoise, num_threads) if use_la else None
     zero = np.zeros((ny, nx), bool)
 
     # -- auxiliary method on the median and on every exposure ---------------
@@ -428,7 +334,7 @@ def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise,
         offsets = [tuple(o) for o in p["mm_xy_offsets"]]
         shift = True
     elif p["mm_crosscorr_region"] is not None:
-        offsets = _measure_offsets(median2d, singles_clean, p["mm_crosscorr_region"])
+        offsets = measure_offsets(median2d, singles_clean, p["mm_crosscorr_region"])
         shift = True
     xplot = min2d.ravel()
     yplot = (median2d - min2d).ravel()
