@@ -49,7 +49,8 @@ from ..kernels.mm_stack import keep_touching
 from . import mm_boundary as mb
 from .mm_aux import LACosmicAux, flux_factors, measure_offsets
 from .mm_params import PARAMS
-from .mm_stack import COMBINATIONS, combine, diagram_flags, dilate, stack_statistics
+from .mm_stack import (COMBINATIONS, base_statistics, combine, diagram_flags, dilate,
+                       stack_statistics)
 from .params import ParamError
 from .registry import CRResult, Method, register
 
@@ -95,7 +96,12 @@ class MMResult:
         ``meancr2``), bias-subtracted ADU; Dask in, Dask out."""
         if name not in COMBINATIONS:
             raise ParamError("combination", f"{name!r} is not allowed", ", ".join(COMBINATIONS))
-        d, v, m = combine(self.stack, self.masks, name, aux=self.auxclean,
+        base = None
+        if not isinstance(self.stack, da.Array):
+            if "base" not in self.extra:
+                self.extra["base"] = base_statistics(self.stack)
+            base = self.extra["base"]
+        d, v, m = combine(self.stack, self.masks, name, aux=self.auxclean, base=base,
                           use_aux=self.params["use_auxmedian"] and self.auxclean is not None)
         rp = self.params["pixels_to_be_replaced_by_local_median"]
         if rp and name not in ("mean", "median", "min"):

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..kernels.mm_stack import dilate8, stack_stats
 
-__all__ = ["stack_statistics", "diagram_flags", "dilate", "combine", "COMBINATIONS",
+__all__ = ["stack_statistics", "diagram_flags", "dilate", "combine", "base_statistics",
+           "COMBINATIONS",
            "STAT_NAMES"]
 
 STAT_NAMES = ("min2d", "median2d", "mean2d", "max2d", "minimum", "var2d")
@@ -73,34 +74,41 @@ def dilate(mask, iterations):
     return dilate8(np.ascontiguousarray(mask), iterations)
 
 
-def _combine_block(stack, masks, aux, combination, use_aux):
+def base_statistics(stack):
+    """numpy's min, median, mean and variance (ddof=1) along axis 0 of a
+    float32 stack, as numina's ``apply_crmasks`` computes them (computed
+    once and shared by the combinations)."""
+    return {"minimum": np.min(stack, axis=0), "median": np.median(stack, axis=0),
+            "mean": np.mean(stack, axis=0), "var": np.var(stack, axis=0, ddof=1)}
+
+
+def _combine_block(stack, masks, aux, combination, use_aux, base=None):
     # stack: (n, ...) float32 bias-subtracted and flux-scaled exposures;
     # masks: dict name -> bool block. Arithmetic as numina's apply_crmasks.
     n = stack.shape[0]
     f32 = np.float32
-    minimum = np.min(stack, axis=0)
-    median = np.median(stack, axis=0)
+    base = base_statistics(stack) if base is None else base
+    minimum, median = base["minimum"], base["median"]
     full = np.full(stack.shape[1:], n, dtype=np.int16)
     if combination in ("mean", "median", "min"):
-        var = np.var(stack, axis=0, ddof=1)
-        data = {"mean": lambda: np.mean(stack, axis=0), "median": lambda: median,
-                "min": lambda: minimum}[combination]()
+        var = base["var"].copy()
+        data = {"mean": base["mean"], "median": median, "min": minimum}[combination]
         return data.astype(f32), var.astype(f32), full
     if combination in ("mediancr", "meancrt", "meancr2"):
         m = masks["MEDIANCR"]
         medcr = median.copy()
         medcr[m] = aux[m] if use_aux else minimum[m]
     if combination == "mediancr":
-        var = np.var(stack, axis=0, ddof=1)
+        var = base["var"].copy()
         var[m] = 0.0
         mp = full.copy()
         mp[m] = 1
         return medcr.astype(f32), var.astype(f32), mp
     if combination == "meancrt":
         mt = masks["MEANCRT"]
-        out = np.mean(stack, axis=0)
+        out = base["mean"].copy()
         out[mt] = medcr[mt]
-        var = np.var(stack, axis=0, ddof=1)
+        var = base["var"].copy()
         var[mt] = 0.0
         mp = full.copy()
         mp[mt] = 1
@@ -120,7 +128,7 @@ def _combine_block(stack, masks, aux, combination, use_aux):
     return out, var, mp
 
 
-def combine(stack, masks, combination, *, aux=None, use_aux=False):
+def combine(stack, masks, combination, *, aux=None, use_aux=False, base=None):
     """One of numina's combinations (:data:`COMBINATIONS`) of a float32
     stack ``(n, ny, nx)`` (bias-subtracted, flux-scaled) with the masks
     (dict ``MEDIANCR``, ``MEANCRT``, ``CRMASK1..n``, ``MEANCR`` -> bool
@@ -134,7 +142,7 @@ def combine(stack, masks, combination, *, aux=None, use_aux=False):
         aux = np.zeros(stack.shape[1:], np.float32) if not _is_dask(stack) else \
             da.zeros(stack.shape[1:], dtype=np.float32, chunks=stack.chunks[1:])
     if not _is_dask(stack):
-        return _combine_block(stack, masks, aux, combination, use_aux)
+        return _combine_block(stack, masks, aux, combination, use_aux, base)
     st = stack.rechunk({0: -1})
     chunks2 = st.chunks[1:]
     mlist = [da.asarray(masks[k]).rechunk(chunks2) for k in names]
