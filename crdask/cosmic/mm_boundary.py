@@ -224,6 +224,10 @@ def _fit_positive_spline(x, y, w, nknots, threshold=1e-6):
     xd = np.linspace(x.min(), x.max(), 100)
     D = np.column_stack([BSpline(t, eye[i], k).derivative()(xd) for i in range(nb)])
     m = len(x)
+    # The optimum does not depend on the scale of the weights, but SLSQP's
+    # line search fails when they reach 1e7 (fixed points x extension
+    # weights) and then returns its starting point: scale them to <= 1.
+    w = w / np.max(w)
 
     def loss(c):
         r = y - B @ c
@@ -235,7 +239,7 @@ def _fit_positive_spline(x, y, w, nknots, threshold=1e-6):
 
     cons = {"type": "ineq", "fun": lambda c: D @ c - threshold, "jac": lambda c: D}
     res = minimize(loss, np.ones(nb), jac=grad, constraints=[cons], method="SLSQP")
-    return BSpline(t, res.x, k), knots
+    return BSpline(t, res.x, k), knots, bool(res.success)
 
 
 def spline_boundary(xb, yb, nknots, niter, weight, fixed=None):
@@ -260,7 +264,10 @@ def spline_boundary(xb, yb, nknots, niter, weight, fixed=None):
             Y = np.concatenate((yb, fy))
             W = np.concatenate((wb, fw * np.max(wb)))
         order = np.argsort(X)
-        fit, knots = _fit_positive_spline(X[order], Y[order], W[order], nknots)
+        new, knots, ok = _fit_positive_spline(X[order], Y[order], W[order], nknots)
+        if not ok and fit is not None:
+            break               # keep the last fit that converged
+        fit = new
         history.append(fit)
 
     def boundary(xv):
