@@ -96,8 +96,14 @@ def test_spline_same_seed_close(tmp_path):
         np.testing.assert_array_equal(same.masks[name], theirs[name], err_msg=name)
     xc0 = (same.diagram["bins_x"][:-1] + same.diagram["bins_x"][1:]) / 2
     drift = np.max(np.abs(ours.boundary(xc0) - same.boundary(xc0))) / np.max(same.boundary(xc0))
-    print(f"boundary, blocks vs numina stream: max difference {drift:.3f} of its maximum")
-    assert drift < 0.1
+    # the two streams differ as two seeds of one stream do (sampling noise)
+    seed8 = median_minimum(read_images(cfg), gain=cfg.gain, rnoise=cfg.rnoise, bias=cfg.bias,
+                           **{**cfg.params, "mm_rng": "numina", "mm_seed": 8})
+    spread = np.max(np.abs(seed8.boundary(xc0) - same.boundary(xc0))) / np.max(
+        same.boundary(xc0))
+    print(f"boundary, blocks vs numina stream: max difference {drift:.3f} of its maximum; "
+          f"numina stream, seed 7 vs 8: {spread:.3f}")
+    assert drift < 2 * spread + 0.02
     ours = same
     # numina's own fit on crdask's simulated histogram: the same curve
     dg = ours.diagram
