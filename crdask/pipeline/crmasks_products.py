@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import atomic_open
-from ..kernels.mm_stack import label8
+from ..kernels.mm_stack import hist2d_add, label8
 
 __all__ = ["feature_rows", "write_feature_tables", "write_plots", "CATEGORIES"]
 
@@ -119,7 +119,8 @@ def write_plots(result, out, *, overwrite=True):
     else:
         bx = np.linspace(x.min(), x.max(), 101)
         by = np.linspace(0, max(float(y.max()), 1.0), 101)
-    obs, _, _ = np.histogram2d(y, x, bins=(by, bx))
+    obs = np.zeros((len(by) - 1, len(bx) - 1), np.int64)
+    hist2d_add(obs, y.astype(np.float64), x.astype(np.float64), np.ones(x.size, bool), by, bx)
     ext = [bx[0], bx[-1], by[0], by[-1]]
     xc = (bx[:-1] + bx[1:]) / 2
 
