@@ -22,8 +22,9 @@ EXIT_OK, EXIT_USAGE = 0, 1
 
 @click.command("crmasks")
 @click.argument("params_yaml", type=click.Path(dir_okay=False))
-@click.option("--output-dir", "output_dir", default=".", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for the products (created).")
+@click.option("--output-dir", "--output_dir", "output_dir", default=".", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Folder for the products (created); --output_dir as numina-crmasks.")
 @click.option("--plots/--no-plots", default=True, show_default=True,
               help="Write the PNGs of the diagram and of the features.")
 @click.option("--chunks", type=int, default=None,
