@@ -128,3 +128,31 @@ def test_spline_same_seed_close(tmp_path):
     rel = np.max(np.abs(a - b)) / np.max(np.abs(b))
     print(f"boundary curves: max difference {rel:.2e} of the curve's maximum")
     assert rel < 0.02
+
+
+def test_piecewise_options_identical(tmp_path):
+    # regions, pixel lists, two-pass L.A.Cosmic with padding, flux factors,
+    # auxiliary median, thresholds and dilations: every mask and product
+    s = make_set(3, (160, 160), seed=13, pair=(0, 1), dither=False)
+    frames = [f * np.float32(k) for f, k in zip(s["frames"], (1.0, 1.04, 0.97))]
+    req = dict(BASE, mm_boundary_fit="piecewise", use_auxmedian=True,
+               mm_fixed_points_in_boundary=[[0, 40], [300, 110], [3000, 400], [60000, 3000]],
+               flux_factor=[1.0, 1.04, 0.97], la_sigclip=[5.0, 3.0], la_sigfrac=[0.3, 0.2],
+               la_padwidth=10, regions_to_be_skipped=[[1, 40, 1, 30]],
+               pixels_to_be_flagged_as_cr=[[10, 10]], pixels_to_be_ignored_as_cr=[[80, 80]],
+               pixels_to_be_replaced_by_local_median=[[100, 100, 3, 3]], mm_dilation=1,
+               dilation=1, mm_threshold_rnoise=2.0, mm_minimum_max2d_rnoise=8.0)
+    ours, theirs, _ = both(tmp_path, frames, s["gain"], s["rnoise"], s["bias"], req)
+    assert theirs["MEDIANCR"].sum() > 50 and not theirs["MEDIANCR"][:30, :40].any()
+    for name in theirs:
+        if name != "MEANCR":
+            np.testing.assert_array_equal(ours.masks[name], theirs[name], err_msg=name)
+    np.testing.assert_array_equal(ours.masks["MEANCR"] | ours.masks["CRMASK3"],
+                                  theirs["MEANCR"])
+    from astropy.io import fits
+    with fits.open(tmp_path / "numina" / "crmasks.fits") as h:
+        np.testing.assert_array_equal(ours.auxclean, h["AUXCLEAN"].data)
+        assert [h[0].header[f"FLUXF{i}"] for i in (1, 2, 3)] == [1.0, 1.04, 0.97]
+    for comb in ("mediancr", "meancrt", "meancr"):
+        with fits.open(tmp_path / "numina" / f"combined_{comb}.fits") as h:
+            np.testing.assert_array_equal(ours.combination(comb)[0], h[0].data, err_msg=comb)

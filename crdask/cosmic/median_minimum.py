@@ -71,6 +71,7 @@ class MMResult:
     diagram : dict (bins, simulated histogram, boundary points, limits) or None
     offsets : list of (dx, dy) used for the simulations
     stack : float32 ``(N, ny, nx)``, bias-subtracted (and flux-scaled) exposures
+        as the combinations use them
     params : the complete validated parameters
     threshold : mm_threshold in ADU
     """
@@ -226,12 +227,19 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
 
     # -- per-pixel statistics (chunked when lazy) ---------------------------
     b = np.asarray(bias, dtype=np.float64) if not np.isscalar(bias) else float(bias)
-    stack = (stack.astype(np.float64) - b).astype(np.float32) if lazy else \
-        (stack.astype(np.float64) - b).astype(np.float32)
+    raw = stack
+    stack = (raw.astype(np.float64) - b).astype(np.float32)
     med0 = np.median(np.asarray(stack), axis=0) if p["flux_factor"] == "auto" else None
     ff = flux_factors(np.asarray(stack) if med0 is not None else None, med0, p, n)
-    if p["apply_flux_factor_to"] == "original" and np.any(ff != 1.0):
-        stack = (stack.astype(np.float64) / ff[:, None, None]).astype(np.float32)
+    # numina rounds twice where it detects (bias, then flux factor) and once
+    # where it combines: so do we, the combinations get their own stack.
+    # (numina's products are always divided by the flux factors, whatever
+    # apply_flux_factor_to says; its MEANCR target only for 'original')
+    comb_stack = stack
+    if np.any(ff != 1.0):
+        comb_stack = ((raw.astype(np.float64) - b) / ff[:, None, None]).astype(np.float32)
+        if p["apply_flux_factor_to"] == "original":
+            stack = (stack.astype(np.float64) / ff[:, None, None]).astype(np.float32)
     stats_lazy = stack_statistics(stack, k)
     if lazy:
         import dask
@@ -312,7 +320,8 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
         fa = fa & masks["MEANCRT"]
         fm = fm & masks["MEANCRT"]
         masks[f"CRMASK{i + 1}"] = finish(fa, fm, p["dilation"])
-    meancr = combine(cube, {**masks, "MEANCR": zero}, "meancr")[0]
+    comb_cube = np.asarray(comb_stack) if p["apply_flux_factor_to"] == "original" else cube
+    meancr = combine(comb_cube, {**masks, "MEANCR": zero}, "meancr")[0]
     masks["MEANCR"] = aux(meancr, cleanable)[1] if use_la else zero.copy()
 
     if lazy:
@@ -322,7 +331,7 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
             auxclean = da.from_array(auxclean, chunks=chunks)
         stats = stats_lazy
     return MMResult(masks=masks, flags=flags, stats=stats, auxclean=auxclean, flux_factor=ff,
-                    boundary=boundary, diagram=diagram, offsets=offsets, stack=stack,
+                    boundary=boundary, diagram=diagram, offsets=offsets, stack=comb_stack,
                     params=p, threshold=threshold, gain=gain, rnoise=rnoise)
 
 
