@@ -6,7 +6,7 @@ reduces a night as a workflow file says.
 """
 
 from ._version import __version__
-from .cosmic import cosmicray_median, cr2images, detect_cosmics, lacosmic
+from .cosmic import cosmicray_median, cr2images, detect_cosmics, lacosmic, median_minimum
 
 
 def run_night(config, client=None, **kwargs):
@@ -18,4 +18,6 @@ def run_night(config, client=None, **kwargs):
     return _run_night(config, client=client, **kwargs)
 
 
-__all__ = ["__version__", "lacosmic", "detect_cosmics", "cosmicray_median", "cr2images", "run_night"]
+__all__ = ["__version__", "lacosmic", "detect_cosmics", "cosmicray_median", "cr2images",
+           "median_minimum",
+           "run_night"]

@@ -523,11 +523,11 @@ def simulate_night_cmd(directory, size, n_bias, n_dark, dark_times, filters, n_f
 # Commands defined in their own modules (each imports only layers below).
 from .cli_archive import archive_cmd  # noqa: E402
 from .cli_cr2images import cr2images_cmd  # noqa: E402
+from .cli_crmasks import crmasks_cmd  # noqa: E402
 from .cli_qa import qa_cmd  # noqa: E402
 
-cli.add_command(archive_cmd)
-cli.add_command(cr2images_cmd)
-cli.add_command(qa_cmd)
+for _cmd in (archive_cmd, cr2images_cmd, crmasks_cmd, qa_cmd):
+    cli.add_command(_cmd)
 
 
 def main(argv=None):

@@ -1,0 +1,253 @@
+"""Numba kernels of the Median-Minimum method (layer 1).
+
+* :func:`stack_stats` -- per-pixel statistics of a stack of N exposures in
+  one pass (each pixel's N values sorted in registers once, instead of one
+  numpy partition/sort per statistic and N-sized temporaries per frame).
+* :func:`dilate8` -- binary dilation with the 3x3 square, ``iterations``
+  times, pixels outside the frame counted as False (scipy.ndimage's
+  ``binary_dilation`` with ``generate_binary_structure(2, 2)``).
+* :func:`keep_touching` -- the 8-connected groups of a mask that contain at
+  least one seed pixel (numina's threshold rule for the auxiliary method and
+  teareduce's peak/tail merge of the two-pass L.A.Cosmic).
+
+Example
+-------
+>>> import numpy as np
+>>> s = np.array([[[1.]], [[5.]], [[3.]]], dtype=np.float32)
+>>> [float(a[0, 0]) for a in stack_stats(s, 2)]
+[1.0, 3.0, 3.0, 5.0, 1.0, 4.0]
+"""
+
+import numpy as np
+from numba import njit
+
+__all__ = ["stack_stats", "sim_xy", "dilate8", "keep_touching", "label8", "hist2d_add"]
+
+
+@njit(cache=True, nogil=True)
+def stack_stats(stack, ncoinc):
+    """Per-pixel statistics of a float32 stack ``(n, ny, nx)``.
+
+    Returns six float32 ``(ny, nx)`` arrays: ``min2d`` (mean of the
+    ``n - ncoinc`` smallest values, summed in ascending order), ``median2d``
+    (middle value; mean of the two middle ones for even ``n``), ``mean2d``
+    (values summed in frame order, then divided by ``n``, as numpy does along
+    axis 0 in float32), ``max2d``, the plain minimum and the variance with
+    ``ddof=1`` (float64 accumulation, as ``np.var`` of float32 computes in
+    float32 only approximately: documented as not bit-exact with numpy).
+    Units are those of the input.
+    """
+    n, ny, nx = stack.shape
+    kept = n - ncoinc
+    f32 = np.float32
+    mn2 = np.empty((ny, nx), np.float32)
+    med = np.empty((ny, nx), np.float32)
+    mea = np.empty((ny, nx), np.float32)
+    mx = np.empty((ny, nx), np.float32)
+    mn = np.empty((ny, nx), np.float32)
+    var = np.empty((ny, nx), np.float32)
+    v = np.empty(n, np.float32)
+    for j in range(ny):
+        for i in range(nx):
+            s = f32(0.0)
+            for k in range(n):
+                x = stack[k, j, i]
+                v[k] = x
+                s = f32(s + x)
+            m = f32(s / f32(n))
+            mea[j, i] = m
+            # insertion sort: n is small (3..~20)
+            for a in range(1, n):
+                x = v[a]
+                b = a - 1
+                while b >= 0 and v[b] > x:
+                    v[b + 1] = v[b]
+                    b -= 1
+                v[b + 1] = x
+            t = f32(0.0)
+            for k in range(kept):
+                t = f32(t + v[k])
+            mn2[j, i] = f32(t / f32(kept))
+            if n % 2 == 1:
+                med[j, i] = v[n // 2]
+            else:
+                med[j, i] = f32(f32(v[n // 2 - 1] + v[n // 2]) / f32(2.0))
+            mx[j, i] = v[n - 1]
+            mn[j, i] = v[0]
+            md = 0.0
+            for k in range(n):
+                md += float(stack[k, j, i])
+            md /= n
+            q = 0.0
+            for k in range(n):
+                d = float(stack[k, j, i]) - md
+                q += d * d
+            var[j, i] = q / (n - 1)
+    return mn2, med, mea, mx, mn, var
+
+
+@njit(cache=True, nogil=True)
+def dilate8(mask, iterations):
+    """Dilate a bool ``(ny, nx)`` mask by the 3x3 square ``iterations`` times
+    (outside the frame is False). Returns a new bool array."""
+    ny, nx = mask.shape
+    cur = mask.copy()
+    for _ in range(iterations):
+        nxt = cur.copy()
+        for j in range(ny):
+            for i in range(nx):
+                if cur[j, i]:
+                    continue
+                hit = False
+                for dj in range(-1, 2):
+                    jj = j + dj
+                    if jj < 0 or jj >= ny:
+                        continue
+                    for di in range(-1, 2):
+                        ii = i + di
+                        if 0 <= ii < nx and cur[jj, ii]:
+                            hit = True
+                if hit:
+                    nxt[j, i] = True
+        cur = nxt
+    return cur
+
+
+@njit(cache=True, nogil=True)
+def keep_touching(mask, seed):
+    """The pixels of ``mask`` whose 8-connected group (within ``mask``)
+    contains a pixel where ``seed`` is True. Both bool ``(ny, nx)``."""
+    ny, nx = mask.shape
+    out = np.zeros((ny, nx), np.bool_)
+    stack = np.empty(ny * nx, np.int64)
+    for j0 in range(ny):
+        for i0 in range(nx):
+            if not (mask[j0, i0] and seed[j0, i0]) or out[j0, i0]:
+                continue
+            out[j0, i0] = True
+            top = 0
+            stack[top] = j0 * nx + i0
+            top += 1
+            while top > 0:
+                top -= 1
+                p = stack[top]
+                j = p // nx
+                i = p - j * nx
+                for dj in range(-1, 2):
+                    jj = j + dj
+                    if jj < 0 or jj >= ny:
+                        continue
+                    for di in range(-1, 2):
+                        ii = i + di
+                        if 0 <= ii < nx and mask[jj, ii] and not out[jj, ii]:
+                            out[jj, ii] = True
+                            stack[top] = jj * nx + ii
+                            top += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def sim_xy(stack, ncoinc):
+    """Diagram coordinates of a float64 stack ``(n, ny, nx)``:
+    ``x`` = mean of the ``n - ncoinc`` smallest values, ``y`` = median - x
+    (both float64 ``(ny, nx)``)."""
+    n, ny, nx = stack.shape
+    kept = n - ncoinc
+    xo = np.empty((ny, nx), np.float64)
+    yo = np.empty((ny, nx), np.float64)
+    v = np.empty(n, np.float64)
+    for j in range(ny):
+        for i in range(nx):
+            for k in range(n):
+                v[k] = stack[k, j, i]
+            for a in range(1, n):
+                x = v[a]
+                b = a - 1
+                while b >= 0 and v[b] > x:
+                    v[b + 1] = v[b]
+                    b -= 1
+                v[b + 1] = x
+            t = 0.0
+            for k in range(kept):
+                t += v[k]
+            m = t / kept
+            if n % 2 == 1:
+                med = v[n // 2]
+            else:
+                med = (v[n // 2 - 1] + v[n // 2]) / 2.0
+            xo[j, i] = m
+            yo[j, i] = med - m
+    return xo, yo
+
+
+@njit(cache=True, nogil=True)
+def label8(mask):
+    """8-connected labels of a bool ``(ny, nx)`` mask, numbered 1, 2, ... in
+    the raster order of each group's first pixel (as scipy.ndimage.label).
+    Returns (int32 labels, number of groups)."""
+    ny, nx = mask.shape
+    lab = np.zeros((ny, nx), np.int32)
+    stack = np.empty(ny * nx, np.int64)
+    count = 0
+    for j0 in range(ny):
+        for i0 in range(nx):
+            if not mask[j0, i0] or lab[j0, i0] != 0:
+                continue
+            count += 1
+            lab[j0, i0] = count
+            top = 1
+            stack[0] = j0 * nx + i0
+            while top > 0:
+                top -= 1
+                p = stack[top]
+                j = p // nx
+                i = p - j * nx
+                for dj in range(-1, 2):
+                    jj = j + dj
+                    if jj < 0 or jj >= ny:
+                        continue
+                    for di in range(-1, 2):
+                        ii = i + di
+                        if 0 <= ii < nx and mask[jj, ii] and lab[jj, ii] == 0:
+                            lab[jj, ii] = count
+                            stack[top] = jj * nx + ii
+                            top += 1
+    return lab, count
+
+
+@njit(cache=True, nogil=True)
+def _right(edges, v):
+    # numpy.searchsorted(edges, v, side="right")
+    lo, hi = 0, edges.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if v < edges[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def hist2d_add(hist, y, x, usable, edges_y, edges_x):
+    """Add the points ``(y, x)`` (float64 ``(m,)``) where ``usable`` to
+    ``hist`` (int64 ``(len(edges_y) - 1, len(edges_x) - 1)``), binned exactly
+    as ``numpy.histogramdd((y, x), bins=(edges_y, edges_x))``: bins closed
+    on the left, the last one on both sides, points outside (or NaN) left
+    out."""
+    ny = edges_y.shape[0]
+    nx = edges_x.shape[0]
+    for k in range(y.shape[0]):
+        if not usable[k]:
+            continue
+        yv = y[k]
+        xv = x[k]
+        iy = _right(edges_y, yv)
+        if yv == edges_y[ny - 1]:
+            iy -= 1
+        ix = _right(edges_x, xv)
+        if xv == edges_x[nx - 1]:
+            ix -= 1
+        if iy <= 0 or iy >= ny or ix <= 0 or ix >= nx:
+            continue
+        hist[iy - 1, ix - 1] += 1
