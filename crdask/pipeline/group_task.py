@@ -54,19 +54,19 @@ def group_inputs(members):
     return {f"member:{frame_stem(m['path'])}": closure_digest(m["inputs"]) for m in members}
 
 
-def _write_product(path, value, header, history):
+def _write_product(path, value, cards, history):
+    header = fits.Header()
+    for k, v in cards.items():
+        header[k] = v            # a value or (value, comment)
     if isinstance(value, tuple):
         data, var, mask = value
         write_calibrated(path, np.asarray(data, np.float32), np.asarray(var, np.float32),
                          np.asarray(mask, np.uint8), header=header, history=history,
                          overwrite=True)
         return
-    hdr = fits.Header()
-    for k, v in header.items():
-        hdr[k] = v
     for line in history:
-        hdr["HISTORY"] = line
-    write_fits_atomic([fits.PrimaryHDU(np.asarray(value, np.float32), header=hdr)], path,
+        header["HISTORY"] = line
+    write_fits_atomic([fits.PrimaryHDU(np.asarray(value, np.float32), header=header)], path,
                       overwrite=True)
 
 

@@ -391,6 +391,8 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         futures, skipped, skipped_groups = _submit_science(
             client, wf, ledger, sci_infos, master_paths, threads, resources)
         results, groups, _ = _collect(futures, skipped, skipped_groups, progress, log, live)
+        failures += [{"file": f"group {g['label']}", "reason": g["error"]} for g in groups
+                     if g.get("status") == "failed"]
         by_name = {os.path.basename(i.path): i for i in sci_infos}
         for s in sorted(results, key=lambda r: r["file"]):
             s["type"] = "science"
