@@ -169,10 +169,42 @@ def _main_block(data, inmask, inbkg, invar, bad, levels, n_iter, p, depth, stop_
 # The graph.
 # ---------------------------------------------------------------------------
 
+def block_chunks(chunks, reach):
+    """Chunks of a frame for blocks whose halos are ``reach`` pixels.
+
+    Along an axis no longer than ``reach`` the frame is one block (it needs
+    no halo, and Dask cannot take one larger than the axis): frames of any
+    size >= 1x1 work. Along longer axes chunks are made at least ``reach``
+    so that each halo comes from the direct neighbours.
+
+    Parameters
+    ----------
+    chunks : tuple of two tuples of ints (the Dask chunks along y and x).
+    reach : int >= 1, pixels.
+
+    Returns
+    -------
+    tuple of two tuples of ints.
+
+    Example
+    -------
+    >>> block_chunks(((10, 20), (100, 100)), 40)
+    ((30,), (100, 100))
+    """
+    out = []
+    for c in chunks:
+        n = sum(c)
+        out.append((n,) if n <= reach or len(c) == 1 else
+                   ensure_minimum_chunksize(reach, c))
+    return tuple(out)
+
+
 def _overlap(a, depth):
     if a is None:
         return None
-    return da.overlap.overlap(a, depth={0: depth, 1: depth}, boundary="none")
+    # No halo along an axis held in one block (edge_trim then trims nothing).
+    d = {ax: (depth if len(a.chunks[ax]) > 1 else 0) for ax in range(2)}
+    return da.overlap.overlap(a, depth=d, boundary="none")
 
 
 def lacosmic_graph(data, inmask, inbkg, invar, p):
@@ -180,8 +212,7 @@ def lacosmic_graph(data, inmask, inbkg, invar, p):
     inbkg, invar may be None) and :class:`LACosmicParams` ``p``."""
     depth = core.overlap_depth(p)
     r_mask = core.step_radii(p)["mask"]
-    # Chunks at least ``depth``: each halo then comes from direct neighbours.
-    chunks = tuple(ensure_minimum_chunksize(max(depth, r_mask), c) for c in data.chunks)
+    chunks = block_chunks(data.chunks, max(depth, r_mask))
     data, inmask, inbkg, invar = (None if a is None else a.rechunk(chunks)
                                   for a in (data, inmask, inbkg, invar))
 
