@@ -126,3 +126,67 @@ def or_into(acc, new):
             if new[j, i]:
                 acc[j, i] = True
     return acc
+
+
+@njit(cache=True, nogil=True)
+def dirty_runs(ys, xs, ny, nx, reach, band, gap):
+    """Where pixels within ``reach`` of changed pixels lie, as row-band runs.
+
+    The frame is cut into bands of ``band`` rows. A changed pixel
+    ``(ys[k], xs[k])`` makes every pixel within ``reach`` (Chebyshev
+    distance) of it dirty; in each band the dirty columns are merged into
+    runs, two runs closer than ``gap`` columns becoming one.
+
+    Parameters
+    ----------
+    ys, xs : int64 (n,), the changed pixels' row and column.
+    ny, nx : frame shape, pixels.
+    reach, band, gap : ints >= 0, >= 1, >= 0 (pixels).
+
+    Returns
+    -------
+    int64 (m, 3): rows ``(band index, first column, last column + 1)``.
+
+    Example
+    -------
+    >>> dirty_runs(np.array([10]), np.array([50]), 100, 100, 2, 32, 0)
+    array([[ 0, 48, 53]])
+    """
+    nb = (ny + band - 1) // band
+    cols = np.zeros((nb, nx), dtype=np.bool_)
+    for k in range(ys.shape[0]):
+        y = ys[k]
+        x = xs[k]
+        b0 = max(y - reach, 0) // band
+        b1 = min(y + reach, ny - 1) // band
+        x0 = max(x - reach, 0)
+        x1 = min(x + reach, nx - 1)
+        for b in range(b0, b1 + 1):
+            for i in range(x0, x1 + 1):
+                cols[b, i] = True
+    out = np.empty((nb * (nx // 2 + 1), 3), dtype=np.int64)
+    m = 0
+    for b in range(nb):
+        i = 0
+        while i < nx:
+            if not cols[b, i]:
+                i += 1
+                continue
+            start = i
+            end = i + 1
+            while True:
+                while end < nx and cols[b, end]:
+                    end += 1
+                nxt = end
+                while nxt < nx and not cols[b, nxt] and nxt - end < gap:
+                    nxt += 1
+                if nxt < nx and cols[b, nxt] and nxt - end < gap:
+                    end = nxt
+                else:
+                    break
+            out[m, 0] = b
+            out[m, 1] = start
+            out[m, 2] = end
+            m += 1
+            i = end
+    return out[:m]
