@@ -16,8 +16,8 @@ from ..kernels import lacosmic_steps as st
 from ..kernels.clean import clean_meanmask, clean_median, clean_medmask, clean_idw
 from ..kernels.convolve import convolve
 from ..kernels.laplace import laplacian_rebin
-from ..kernels.median import medfilt, sepmedfilt
-from ..kernels.morphology import dilate3, dilate5
+from ..kernels.median import medfilt, medfilt_at, sepmedfilt, sepmedfilt_at
+from ..kernels.morphology import dilate3, dilate5_points
 
 CLEANTYPES = ("median", "medmask", "meanmask", "idw")
 FSMODES = ("median", "convolve")
@@ -118,11 +118,18 @@ def bad_pixel_mask(clean_e, inmask, p):
     Saturated pixels count as a star when the local median (sepmed 7 or
     full 5x5) exceeds a tenth of ``satlevel``.
     """
-    sat = clean_e >= p.satlevel
-    if sat.any():  # the median (and dilation) only matter where something saturates
-        smooth = _median(clean_e, 5, p.sepmed)
-        sat &= smooth > np.float32(float(p.satlevel) / 10.0)
-        return dilate5(sat, 2) | dilate3(inmask)
+    ys, xs = np.nonzero(clean_e >= p.satlevel)
+    if ys.size:
+        # The median and the dilation only matter at saturated pixels: both
+        # are evaluated there alone (the same values as the whole-image
+        # filters give), so a few saturated stars cost next to nothing.
+        if p.sepmed:
+            smooth = sepmedfilt_at(clean_e, ys, xs, 5 + 2)
+        else:
+            smooth = medfilt_at(clean_e, ys, xs, 5)
+        star = smooth > np.float32(float(p.satlevel) / 10.0)
+        ny, nx = clean_e.shape
+        return dilate5_points(ys[star], xs[star], ny, nx, 2) | dilate3(inmask)
     return dilate3(inmask)
 
 

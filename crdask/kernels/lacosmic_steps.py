@@ -23,7 +23,7 @@ def noise_map(smoothed_var):
     return smoothed_var
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def divide_twice_noise(lap, noise):
     """``lap / (2 * noise)`` in place: the Laplacian-to-noise image."""
     ny, nx = lap.shape
@@ -44,7 +44,7 @@ def subtract_inplace(a, b):
     return a
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def fine_structure_contrast(f, f_large, noise):
     """``max((f - f_large) / noise, 0.01)`` in place on ``f``."""
     ny, nx = f.shape
@@ -58,7 +58,7 @@ def fine_structure_contrast(f, f_large, noise):
     return f
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def weighted_inputs(clean, noise):
     """``(clean / noise / noise, 1 / noise / noise)`` for the matched filter."""
     ny, nx = clean.shape
@@ -73,7 +73,7 @@ def weighted_inputs(clean, noise):
     return a, b
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def divide_inplace(a, b):
     """``a /= b`` (float32) and return ``a``."""
     ny, nx = a.shape
@@ -83,7 +83,7 @@ def divide_inplace(a, b):
     return a
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def initial_candidates(sp, fs, bad, sigclip, objlim):
     """Pixels with ``sp > sigclip``, not ``bad`` and ``sp / fs > objlim``."""
     ny, nx = sp.shape
@@ -91,7 +91,8 @@ def initial_candidates(sp, fs, bad, sigclip, objlim):
     for j in range(ny):
         for i in range(nx):
             s = sp[j, i]
-            out[j, i] = (s > sigclip) and (not bad[j, i]) and (s / fs[j, i] > objlim)
+            # non-short-circuit & (same value): no branches, so it vectorises
+            out[j, i] = (s > sigclip) & (not bad[j, i]) & (s / fs[j, i] > objlim)
     return out
 
 
@@ -107,13 +108,13 @@ def grow_candidates(cand, sp, bad, thresh):
             if j == 0 or i == 0 or j == ny - 1 or i == nx - 1:
                 v = cand[j, i]
             else:
-                v = (cand[j - 1, i - 1] or cand[j - 1, i] or cand[j - 1, i + 1]
-                     or cand[j, i - 1] or cand[j, i] or cand[j, i + 1]
-                     or cand[j + 1, i - 1] or cand[j + 1, i] or cand[j + 1, i + 1])
-            v = v and (not bad[j, i]) and sp[j, i] > thresh
+                # | rather than or: the same value without branches
+                v = (cand[j - 1, i - 1] | cand[j - 1, i] | cand[j - 1, i + 1]
+                     | cand[j, i - 1] | cand[j, i] | cand[j, i + 1]
+                     | cand[j + 1, i - 1] | cand[j + 1, i] | cand[j + 1, i + 1])
+            v = v & (not bad[j, i]) & (sp[j, i] > thresh)
             out[j, i] = v
-            if v:
-                count += 1
+            count += np.int64(v)
     return out, count
 
 
@@ -123,8 +124,7 @@ def or_into(acc, new):
     ny, nx = acc.shape
     for j in range(ny):
         for i in range(nx):
-            if new[j, i]:
-                acc[j, i] = True
+            acc[j, i] = acc[j, i] | new[j, i]  # no branch: vectorises
     return acc
 
 

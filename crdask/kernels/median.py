@@ -377,3 +377,88 @@ def lower_median(buf, n):
     """Lower median of ``buf[:n]`` (the ``(n - 1) // 2``-th smallest), the
     convention astroscrappy and IRAF use for even counts. ``buf`` is scratch."""
     return select_inplace(buf, n, (n - 1) // 2)
+
+
+# ---------------------------------------------------------------------------
+# The median filters evaluated at a few pixels only.
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def sepmedfilt_at(data, ys, xs, size):
+    """``sepmedfilt(data, size)[ys, xs]`` without filtering the whole image.
+
+    Parameters
+    ----------
+    data : float32 (ny, nx), C-contiguous, finite.
+    ys, xs : int (n,), pixel rows and columns.
+    size : odd window length in (3, 5, 7, 9).
+
+    Returns
+    -------
+    float32 (n,): the values the full filter has at those pixels (the
+    median of the ``size`` row medians; on the border of ``size // 2`` the
+    input). Medians are order statistics, so the values are the same
+    whichever algorithm selects them (up to the sign of a zero).
+
+    Example
+    -------
+    >>> sepmedfilt_at(img, np.array([10]), np.array([20]), 7)  # doctest: +SKIP
+    """
+    ny, nx = data.shape
+    h = size // 2
+    out = np.empty(ys.shape[0], dtype=np.float32)
+    win = np.empty(size, dtype=np.float32)
+    rowmeds = np.empty(size, dtype=np.float32)
+    for k in range(ys.shape[0]):
+        j = ys[k]
+        i = xs[k]
+        if ny <= 2 * h or nx <= 2 * h or j < h or j >= ny - h or i < h or i >= nx - h:
+            out[k] = data[j, i]
+            continue
+        for r in range(size):
+            row = data[j - h + r]
+            for t in range(size):
+                win[t] = row[i - h + t]
+            rowmeds[r] = select_inplace(win, size, h)
+        out[k] = select_inplace(rowmeds, size, h)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def medfilt_at(data, ys, xs, size):
+    """``medfilt(data, size)[ys, xs]`` without filtering the whole image.
+
+    Parameters
+    ----------
+    data : float32 (ny, nx), C-contiguous, finite.
+    ys, xs : int (n,), pixel rows and columns.
+    size : odd window side >= 3.
+
+    Returns
+    -------
+    float32 (n,): the median of the ``size x size`` window at those pixels
+    (on the border of ``size // 2``, the input), as :func:`medfilt` gives.
+
+    Example
+    -------
+    >>> medfilt_at(img, np.array([10]), np.array([20]), 5)  # doctest: +SKIP
+    """
+    ny, nx = data.shape
+    h = size // 2
+    n = size * size
+    out = np.empty(ys.shape[0], dtype=np.float32)
+    buf = np.empty(n, dtype=np.float32)
+    for k in range(ys.shape[0]):
+        j = ys[k]
+        i = xs[k]
+        if ny <= 2 * h or nx <= 2 * h or j < h or j >= ny - h or i < h or i >= nx - h:
+            out[k] = data[j, i]
+            continue
+        e = 0
+        for dy in range(-h, h + 1):
+            for dx in range(-h, h + 1):
+                buf[e] = data[j + dy, i + dx]
+                e += 1
+        out[k] = select_inplace(buf, n, (n - 1) // 2)
+    return out
