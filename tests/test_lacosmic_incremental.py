@@ -10,7 +10,7 @@ from crdask import lacosmic
 from crdask.cosmic import lacosmic_core as core
 from crdask.cosmic.lacosmic import make_params
 from crdask.cosmic.lacosmic_graph import electrons
-from crdask.kernels.lacosmic_steps import dirty_runs
+from crdask.kernels.lacosmic_steps import dirty_boxes
 
 
 def random_frame(rng, ny, nx, n_cr):
@@ -39,7 +39,10 @@ cases = st.fixed_dictionaries({
     "fsmode": st.sampled_from(core.FSMODES),
     "niter": st.integers(1, 5),
     "extras": st.sampled_from(["none", "inmask", "inbkg", "invar", "all", "nan"]),
-    "band": st.sampled_from([1, 5, 32]),
+    "band": st.sampled_from([1, 3, 8, 32]),
+    # inf: always the windows (small test frames would mostly fall back to
+    # one whole-image detection at the default fraction)
+    "max_fraction": st.sampled_from([np.inf, np.inf, core.UPDATE_MAX_FRACTION]),
 })
 
 
@@ -80,8 +83,9 @@ def run(data, inmask, inbkg, invar, p, incremental, stop):
 @given(c=cases)
 def test_incremental_equals_full_recomputation(c):
     data, inmask, inbkg, invar, p = setup(c)
-    old = core.UPDATE_BAND
-    core.UPDATE_BAND = c["band"]  # band edges anywhere, including 1-row bands
+    old = core.UPDATE_CELL, core.UPDATE_MAX_FRACTION
+    core.UPDATE_CELL = c["band"]  # box edges anywhere, including 1-pixel cells
+    core.UPDATE_MAX_FRACTION = c["max_fraction"]
     try:
         for stop in (True, False):  # the local rule, and a frame-wide iteration count
             full = run(data, inmask, inbkg, invar, p, False, stop)
@@ -91,7 +95,7 @@ def test_incremental_equals_full_recomputation(c):
                 np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
             assert inc[3] == full[3]
     finally:
-        core.UPDATE_BAND = old
+        core.UPDATE_CELL, core.UPDATE_MAX_FRACTION = old
 
 
 def test_later_iterations_find_more_and_touch_little():
@@ -138,20 +142,22 @@ def test_dask_chunks_with_incremental_iterations_equal_full_whole_frame():
     np.testing.assert_array_equal(clean, ref_clean)
 
 
-def test_dirty_runs_covers_exactly_the_reach():
+def test_dirty_boxes_cover_the_reach_of_every_changed_pixel():
     rng = np.random.default_rng(1)
-    ny, nx, reach, band = 70, 90, 3, 8
-    ys, xs = rng.integers(0, ny, 12), rng.integers(0, nx, 12)
-    want = np.zeros((ny, nx), bool)
-    for y, x in zip(ys, xs):
-        want[max(y - reach, 0):y + reach + 1, max(x - reach, 0):x + reach + 1] = True
-    got = np.zeros((ny, nx), bool)
-    for b, x0, x1 in dirty_runs(ys, xs, ny, nx, reach, band, 0):
-        got[b * band:(b + 1) * band, x0:x1] = True
-    # with gap 0 a run is exactly the dirty columns of its band
-    rows_of = np.arange(ny) // band
-    band_cols = np.zeros(((ny + band - 1) // band, nx), bool)
-    for b in range(band_cols.shape[0]):
-        band_cols[b] = want[rows_of == b].any(axis=0)
-    np.testing.assert_array_equal(got, band_cols[rows_of])
-    assert (got | ~want).all()
+    for trial in range(30):
+        ny, nx = rng.integers(1, 80, 2)
+        reach, cell = int(rng.integers(0, 9)), int(rng.integers(1, 9))
+        n = int(rng.integers(1, 15))
+        ys, xs = rng.integers(0, ny, n), rng.integers(0, nx, n)
+        want = np.zeros((ny, nx), bool)
+        for y, x in zip(ys, xs):
+            want[max(y - reach, 0):y + reach + 1, max(x - reach, 0):x + reach + 1] = True
+        boxes = dirty_boxes(ys, xs, ny, nx, reach, cell)
+        got = np.zeros((ny, nx), bool)
+        for y0, y1, x0, x1 in boxes:
+            assert 0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx
+            got[y0:y1, x0:x1] = True
+        assert (got | ~want).all()          # every reach is covered ...
+        for y0, y1, x0, x1 in boxes:       # ... and each box is tight on its reaches
+            sub = want[y0:y1, x0:x1]
+            assert sub[0].any() and sub[-1].any() and sub[:, 0].any() and sub[:, -1].any()

@@ -164,10 +164,12 @@ def clean_pass(arr, crmask, bad, background, cleantype):
         clean_idw(arr, crmask, bad, background)
 
 
-#: Rows per band of the incremental re-detection (see :func:`detect_update`):
-#: small enough that a band around a few CRs stays small, large enough that
-#: the halo above and below a band costs little.
-UPDATE_BAND = 32
+#: Cell side (pixels) of the grid on which :func:`detect_update` groups the
+#: changed pixels into windows: reaches closer than a cell share a window.
+UPDATE_CELL = 4
+#: When the windows would cover more than this fraction of the image (dense
+#: CRs), one whole-image detection is cheaper than the windows and halos.
+UPDATE_MAX_FRACTION = 0.8
 
 
 def detect_update(clean, var, bkg_e, bad, p, found, ys, xs):
@@ -177,10 +179,12 @@ def detect_update(clean, var, bkg_e, bad, p, found, ys, xs):
     pixels ``(ys, xs)`` are those whose value (in ``clean`` or ``var``) the
     cleaning has changed since. A detection at a pixel depends only on the
     image within ``step_radii(p)['detect']`` pixels of it, so only pixels
-    within that reach of a changed pixel can change; they are recomputed on
-    windows with a halo of the same reach (or the frame edge, where the
-    kernels see the same edge as on the whole frame), everything else is
-    kept. The result is bit-identical to ``detect_once`` on the whole image.
+    within that reach of a changed pixel can change. They are grouped into
+    boxes (``kernels.lacosmic_steps.dirty_boxes``) and each box is
+    recomputed on a window with a halo of the same reach (clipped at the
+    frame edge, where the kernels then see the same edge as on the whole
+    frame); everything else is kept. The result is bit-identical to
+    ``detect_once`` on the whole image.
 
     Returns ``(found, count)`` as :func:`detect_once` (``found`` is updated
     in place).
@@ -193,19 +197,21 @@ def detect_update(clean, var, bkg_e, bad, p, found, ys, xs):
         return found, int(np.count_nonzero(found))
     reach = step_radii(p)["detect"]
     ny, nx = clean.shape
-    band = UPDATE_BAND
-    # Two runs closer than two halos are cheaper computed as one window.
-    runs = st.dirty_runs(ys, xs, ny, nx, reach, band, 2 * reach + 8)
-    for b, x0, x1 in runs:
-        r0, r1 = b * band, min((b + 1) * band, ny)
-        wy0, wy1 = max(r0 - reach, 0), min(r1 + reach, ny)
-        wx0, wx1 = max(x0 - reach, 0), min(x1 + reach, nx)
-        win = (slice(wy0, wy1), slice(wx0, wx1))
+    boxes = st.dirty_boxes(ys, xs, ny, nx, reach, UPDATE_CELL)
+    wy0 = np.maximum(boxes[:, 0] - reach, 0)
+    wy1 = np.minimum(boxes[:, 1] + reach, ny)
+    wx0 = np.maximum(boxes[:, 2] - reach, 0)
+    wx1 = np.minimum(boxes[:, 3] + reach, nx)
+    if ((wy1 - wy0) * (wx1 - wx0)).sum() > UPDATE_MAX_FRACTION * clean.size:
+        return detect_once(clean, var, bkg_e, bad, p)
+    for k in range(boxes.shape[0]):
+        y0, y1, x0, x1 = boxes[k]
+        win = (slice(wy0[k], wy1[k]), slice(wx0[k], wx1[k]))
         part, _ = detect_once(np.ascontiguousarray(clean[win]),
                               np.ascontiguousarray(var[win]),
                               None if bkg_e is None else np.ascontiguousarray(bkg_e[win]),
                               np.ascontiguousarray(bad[win]), p)
-        found[r0:r1, x0:x1] = part[r0 - wy0:r1 - wy0, x0 - wx0:x1 - wx0]
+        found[y0:y1, x0:x1] = part[y0 - wy0[k]:y1 - wy0[k], x0 - wx0[k]:x1 - wx0[k]]
     return found, int(np.count_nonzero(found))
 
 

@@ -129,64 +129,76 @@ def or_into(acc, new):
 
 
 @njit(cache=True, nogil=True)
-def dirty_runs(ys, xs, ny, nx, reach, band, gap):
-    """Where pixels within ``reach`` of changed pixels lie, as row-band runs.
+def dirty_boxes(ys, xs, ny, nx, reach, cell):
+    """Boxes covering the pixels within ``reach`` of changed pixels, one per
+    group of changed pixels whose reaches touch.
 
-    The frame is cut into bands of ``band`` rows. A changed pixel
-    ``(ys[k], xs[k])`` makes every pixel within ``reach`` (Chebyshev
-    distance) of it dirty; in each band the dirty columns are merged into
-    runs, two runs closer than ``gap`` columns becoming one.
+    The frame is cut into ``cell x cell`` cells; a cell is dirty when it
+    meets the reach (Chebyshev distance) of a changed pixel ``(ys[k],
+    xs[k])``. Dirty cells are grouped by 8-connectivity, and each group gets
+    the pixel bounding box of the reaches of its changed pixels. Every pixel
+    within ``reach`` of a changed pixel lies in at least one box.
 
     Parameters
     ----------
-    ys, xs : int64 (n,), the changed pixels' row and column.
-    ny, nx : frame shape, pixels.
-    reach, band, gap : ints >= 0, >= 1, >= 0 (pixels).
+    ys, xs : int64 (n,), the changed pixels.  ny, nx : frame shape.
+    reach : int >= 0, pixels.  cell : int >= 1, pixels.
 
     Returns
     -------
-    int64 (m, 3): rows ``(band index, first column, last column + 1)``.
+    int64 (m, 4): rows ``(y0, y1, x0, x1)``, half-open pixel ranges.
 
     Example
     -------
-    >>> dirty_runs(np.array([10]), np.array([50]), 100, 100, 2, 32, 0)
-    array([[ 0, 48, 53]])
+    >>> dirty_boxes(np.array([10, 90]), np.array([10, 90]), 100, 100, 2, 8)
+    array([[ 8, 13,  8, 13],
+           [88, 93, 88, 93]])
     """
-    nb = (ny + band - 1) // band
-    cols = np.zeros((nb, nx), dtype=np.bool_)
+    gy = (ny + cell - 1) // cell
+    gx = (nx + cell - 1) // cell
+    dirty = np.zeros((gy, gx), dtype=np.bool_)
     for k in range(ys.shape[0]):
-        y = ys[k]
-        x = xs[k]
-        b0 = max(y - reach, 0) // band
-        b1 = min(y + reach, ny - 1) // band
-        x0 = max(x - reach, 0)
-        x1 = min(x + reach, nx - 1)
-        for b in range(b0, b1 + 1):
-            for i in range(x0, x1 + 1):
-                cols[b, i] = True
-    out = np.empty((nb * (nx // 2 + 1), 3), dtype=np.int64)
-    m = 0
-    for b in range(nb):
-        i = 0
-        while i < nx:
-            if not cols[b, i]:
-                i += 1
+        c0 = max(ys[k] - reach, 0) // cell
+        c1 = min(ys[k] + reach, ny - 1) // cell
+        d0 = max(xs[k] - reach, 0) // cell
+        d1 = min(xs[k] + reach, nx - 1) // cell
+        for a in range(c0, c1 + 1):
+            for b in range(d0, d1 + 1):
+                dirty[a, b] = True
+    label = np.full((gy, gx), -1, dtype=np.int64)
+    stack = np.empty(gy * gx, dtype=np.int64)
+    n = 0
+    for a in range(gy):
+        for b in range(gx):
+            if not dirty[a, b] or label[a, b] >= 0:
                 continue
-            start = i
-            end = i + 1
-            while True:
-                while end < nx and cols[b, end]:
-                    end += 1
-                nxt = end
-                while nxt < nx and not cols[b, nxt] and nxt - end < gap:
-                    nxt += 1
-                if nxt < nx and cols[b, nxt] and nxt - end < gap:
-                    end = nxt
-                else:
-                    break
-            out[m, 0] = b
-            out[m, 1] = start
-            out[m, 2] = end
-            m += 1
-            i = end
-    return out[:m]
+            label[a, b] = n
+            top = 0
+            stack[0] = a * gx + b
+            top = 1
+            while top:
+                top -= 1
+                q = stack[top]
+                qa, qb = q // gx, q % gx
+                for da in range(-1, 2):
+                    for db in range(-1, 2):
+                        ra, rb = qa + da, qb + db
+                        if 0 <= ra < gy and 0 <= rb < gx and dirty[ra, rb] \
+                                and label[ra, rb] < 0:
+                            label[ra, rb] = n
+                            stack[top] = ra * gx + rb
+                            top += 1
+            n += 1
+    out = np.empty((n, 4), dtype=np.int64)
+    for g in range(n):
+        out[g, 0] = ny
+        out[g, 1] = 0
+        out[g, 2] = nx
+        out[g, 3] = 0
+    for k in range(ys.shape[0]):
+        g = label[ys[k] // cell, xs[k] // cell]
+        out[g, 0] = min(out[g, 0], max(ys[k] - reach, 0))
+        out[g, 1] = max(out[g, 1], min(ys[k] + reach + 1, ny))
+        out[g, 2] = min(out[g, 2], max(xs[k] - reach, 0))
+        out[g, 3] = max(out[g, 3], min(xs[k] + reach + 1, nx))
+    return out
