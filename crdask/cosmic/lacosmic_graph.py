@@ -162,7 +162,11 @@ def _main_block(data, inmask, inbkg, invar, bad, levels, n_iter, p, depth, stop_
     if bad_input is not None:
         clean[bad_input] = np.asarray(data, dtype=np.float32)[bad_input]
     inner = edge_trim(block_info, depth, data.shape)
-    return np.stack([clean[inner], crmask[inner].astype(np.float32)])
+    sub = clean[inner]
+    out = np.empty((2,) + sub.shape, np.float32)  # no temporary float mask
+    out[0] = sub
+    out[1] = crmask[inner]
+    return out
 
 
 # ---------------------------------------------------------------------------
