@@ -205,3 +205,48 @@ def test_candidate_growth_matches_numpy(sp, seed):
     ref = morphology.dilate3(cand) & ~bad & (sp > np.float32(0.3))
     np.testing.assert_array_equal(grown, ref)
     assert n == ref.sum()
+
+
+@pytest.mark.parametrize("size", [3, 5, 7, 9])
+@given(data=images(max_side=30), seed=st.integers(0, 2**32 - 1))
+def test_filters_at_points_equal_the_whole_image_filters(size, data, seed):
+    rng = np.random.default_rng(seed)
+    ys, xs = np.nonzero(rng.random(data.shape) < 0.3)
+    np.testing.assert_array_equal(median.sepmedfilt_at(data, ys, xs, size),
+                                  ref_sep_median(data, size)[ys, xs])
+    np.testing.assert_array_equal(median.medfilt_at(data, ys, xs, size),
+                                  ref_median_filter(data, size)[ys, xs])
+
+
+@given(mask=hnp.arrays(np.bool_, st.tuples(st.integers(1, 30), st.integers(1, 30)),
+                       elements=st.sampled_from([False, False, False, False, True])),
+       niter=st.integers(0, 3))
+def test_dilate5_points_equals_dilate5(mask, niter):
+    ys, xs = np.nonzero(mask)
+    got = morphology.dilate5_points(ys, xs, mask.shape[0], mask.shape[1], niter)
+    np.testing.assert_array_equal(got, morphology.dilate5(mask, niter))
+    ref = mask.copy()  # and scipy's dilation with the edge ring copied
+    fp = np.ones((5, 5), bool)
+    fp[0, 0] = fp[0, -1] = fp[-1, 0] = fp[-1, -1] = False
+    for _ in range(niter):
+        d = ndimage.binary_dilation(ref, structure=fp)
+        ref[2:-2, 2:-2] = d[2:-2, 2:-2]
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("size", [3, 5, 7, 9])
+@given(data=images(max_side=30), seed=st.integers(0, 2**32 - 1))
+def test_sepmed_apply_inplace_equals_two_steps(size, data, seed):
+    noise = (np.random.default_rng(seed).random(data.shape) + 0.05).astype(np.float32)
+    got0 = median.sepmedfilt_apply_inplace(data.copy(), size, noise, 0)
+    got1 = median.sepmedfilt_apply_inplace(data.copy(), size, noise, 1)
+    # bit for bit (signed zeros too) against the two-step kernels it replaces
+    two0 = lacosmic_steps.subtract_inplace(data.copy(), median.sepmedfilt(data, size))
+    two1 = lacosmic_steps.fine_structure_contrast(data.copy(), median.sepmedfilt(data, size),
+                                                  noise)
+    np.testing.assert_array_equal(got0.view(np.uint32), two0.view(np.uint32))
+    np.testing.assert_array_equal(got1.view(np.uint32), two1.view(np.uint32))
+    # and by value against numpy (whose medians may differ in the sign of a zero)
+    np.testing.assert_array_equal(got0, data - ref_sep_median(data, size))
+    np.testing.assert_array_equal(
+        got1, np.maximum((data - ref_sep_median(data, size)) / noise, np.float32(0.01)))

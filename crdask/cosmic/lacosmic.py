@@ -129,7 +129,8 @@ def lacosmic(data, inmask=None, inbkg=None, invar=None, sigclip=4.5,
     # halo overhead to 2 * depth rows per strip); identical to a single block.
     threads = num_threads or os.cpu_count() or 1
     depth = core.overlap_depth(params)
-    nstrips = max(1, min(threads, data.shape[0] // (4 * depth + 1)))
+    nstrips = max(1, min(max(threads, -(-data.size // core.STRIP_PIXELS)),
+                         data.shape[0] // (4 * depth + 1)))  # strips: memory bounded
     rows = -(-data.shape[0] // nstrips)
     # name=False: no hashing of the pixels for a graph used once
     arrays = [None if a is None else da.from_array(a, chunks=(rows, -1), name=False)

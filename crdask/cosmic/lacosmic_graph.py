@@ -162,53 +162,151 @@ def _main_block(data, inmask, inbkg, invar, bad, levels, n_iter, p, depth, stop_
     if bad_input is not None:
         clean[bad_input] = np.asarray(data, dtype=np.float32)[bad_input]
     inner = edge_trim(block_info, depth, data.shape)
-    return np.stack([clean[inner], crmask[inner].astype(np.float32)])
+    sub = clean[inner]
+    out = np.empty((2,) + sub.shape, np.float32)  # no temporary float mask
+    out[0] = sub
+    out[1] = crmask[inner]
+    return out
 
 
 # ---------------------------------------------------------------------------
 # The graph.
 # ---------------------------------------------------------------------------
 
+def block_chunks(chunks, reach):
+    """Chunks of a frame for blocks whose halos are ``reach`` pixels.
+
+    Along an axis no longer than ``reach`` the frame is one block (it needs
+    no halo, and Dask cannot take one larger than the axis): frames of any
+    size >= 1x1 work. Along longer axes chunks are made at least ``reach``
+    so that each halo comes from the direct neighbours.
+
+    Parameters
+    ----------
+    chunks : tuple of two tuples of ints (the Dask chunks along y and x).
+    reach : int >= 1, pixels.
+
+    Returns
+    -------
+    tuple of two tuples of ints.
+
+    Example
+    -------
+    >>> block_chunks(((10, 20), (100, 100)), 40)
+    ((30,), (100, 100))
+    """
+    out = []
+    for c in chunks:
+        n = sum(c)
+        out.append((n,) if n <= reach or len(c) == 1 else
+                   ensure_minimum_chunksize(reach, c))
+    return tuple(out)
+
+
 def _overlap(a, depth):
     if a is None:
         return None
-    return da.overlap.overlap(a, depth={0: depth, 1: depth}, boundary="none")
+    # No halo along an axis held in one block (edge_trim then trims nothing).
+    d = {ax: (depth if len(a.chunks[ax]) > 1 else 0) for ax in range(2)}
+    return da.overlap.overlap(a, depth=d, boundary="none")
 
 
-def lacosmic_graph(data, inmask, inbkg, invar, p):
-    """Lazy ``(crmask, cleanarr)`` for validated 2-D Dask arrays (inmask,
-    inbkg, invar may be None) and :class:`LACosmicParams` ``p``."""
+def _prepare(data, inmask, inbkg, invar, p):
     depth = core.overlap_depth(p)
     r_mask = core.step_radii(p)["mask"]
-    # Chunks at least ``depth``: each halo then comes from direct neighbours.
-    chunks = tuple(ensure_minimum_chunksize(max(depth, r_mask), c) for c in data.chunks)
-    data, inmask, inbkg, invar = (None if a is None else a.rechunk(chunks)
-                                  for a in (data, inmask, inbkg, invar))
-
-    bad = blockwise_2d(_bad_block, [_overlap(a, r_mask) for a in (data, inmask, inbkg, invar)],
+    chunks = block_chunks(data.chunks, max(depth, r_mask))
+    arrays = tuple(None if a is None else a.rechunk(chunks)
+                   for a in (data, inmask, inbkg, invar))
+    bad = blockwise_2d(_bad_block, [_overlap(a, r_mask) for a in arrays],
                        chunks=chunks, dtype=bool, p=p, depth=r_mask)
-    high = _histograms((data, inbkg, invar, bad), (), p)
-    picked = high.map_blocks(_pick_high, dtype=np.int64, chunks=((2,), (3,)))
-    low = _histograms((data, inbkg, invar, bad), (picked,), p)
-    levels = da.map_blocks(_finish_levels, picked, low, dtype=np.float32,
-                           chunks=((1,), (2,)))
+    return arrays, bad, chunks, depth
 
+
+def _levels_graph(data, inbkg, invar, bad, p, picked=None):
+    if picked is None:
+        high = _histograms((data, inbkg, invar, bad), (), p)
+        picked = high.map_blocks(_pick_high, dtype=np.int64, chunks=((2,), (3,)))
+    low = _histograms((data, inbkg, invar, bad), (picked,), p)
+    return da.map_blocks(_finish_levels, picked, low, dtype=np.float32,
+                         chunks=((1,), (2,)))
+
+
+def _n_iter_graph(halo, levels, chunks, p, depth):
+    if p.cleantype in core.IDEMPOTENT_CLEANTYPES or p.niter == 0:
+        return da.from_array(np.array([[p.niter]], np.int64), chunks=1)
+    flags = blockwise_2d(_iteration_flags_block, halo, whole=(levels,),
+                         chunks=((1,) * len(chunks[0]), (p.niter,) * len(chunks[1])),
+                         dtype=np.int64, p=p, depth=depth)
+    flags = flags.max(axis=0, keepdims=True).rechunk(-1)
+    flags = flags.reshape((1, -1, p.niter)).max(axis=1).rechunk(-1)
+    return flags.map_blocks(_first_quiet_iteration, p.niter, dtype=np.int64,
+                            chunks=((1,), (1,)))
+
+
+def _small(value, dtype, shape):
+    return da.from_array(np.asarray(value, dtype).reshape(shape), chunks=-1)
+
+
+def lacosmic_graph(data, inmask, inbkg, invar, p, levels=None, n_iter=None):
+    """Lazy ``(crmask, cleanarr)`` for validated 2-D Dask arrays (inmask,
+    inbkg, invar may be None) and :class:`LACosmicParams` ``p``.
+
+    ``levels`` (the background and variance levels, e-, e-^2) and ``n_iter``
+    (iterations the frame runs), as computed by :func:`frame_values`, may be
+    given to skip their passes (the out-of-core path computes them first, one
+    streaming pass each); by default they are part of the graph.
+    """
+    (data, inmask, inbkg, invar), bad, chunks, depth = _prepare(data, inmask, inbkg,
+                                                                invar, p)
+    if levels is None:
+        levels = _levels_graph(data, inbkg, invar, bad, p)
+    else:
+        levels = _small(levels, np.float32, (1, 2))
     halo = [_overlap(a, depth) for a in (data, inmask, inbkg, invar, bad)]
     stop = p.cleantype in core.IDEMPOTENT_CLEANTYPES
-    if stop or p.niter == 0:
-        n_iter = da.from_array(np.array([[p.niter]], np.int64), chunks=1)
+    if n_iter is None:
+        n_iter = _n_iter_graph(halo, levels, chunks, p, depth)
     else:
-        flags = blockwise_2d(_iteration_flags_block, halo, whole=(levels,),
-                             chunks=((1,) * len(chunks[0]), (p.niter,) * len(chunks[1])),
-                             dtype=np.int64, p=p, depth=depth)
-        flags = flags.max(axis=0, keepdims=True).rechunk(-1)
-        flags = flags.reshape((1, -1, p.niter)).max(axis=1).rechunk(-1)
-        n_iter = flags.map_blocks(_first_quiet_iteration, p.niter, dtype=np.int64,
-                                  chunks=((1,), (1,)))
+        n_iter = _small(n_iter, np.int64, (1, 1))
     out = blockwise_2d(_main_block, halo, whole=(levels, n_iter), chunks=((2,),) + chunks,
                        new_axis=[0], dtype=np.float32, p=p, depth=depth,
                        stop_when_clean=stop)
     return out[1] != 0, out[0]
+
+
+def frame_values(data, inmask, inbkg, invar, p, **compute_kw):
+    """The image-wide values of a frame, computed now, pass after pass.
+
+    Each pass reads the frame block by block and keeps only small results
+    (histograms, flags), so a frame larger than memory (e.g. a memory-mapped
+    file wrapped as a Dask array) is never held whole; the bad-pixel mask is
+    recomputed in each pass rather than kept. ``compute_kw`` goes to
+    ``dask.compute`` (e.g. ``scheduler='threads'``).
+
+    Returns
+    -------
+    (levels, n_iter) : float32 (2,) background level (e-) and variance level
+    (e-^2) the cleaners fall back on, and the int number of iterations the
+    frame runs; pass both to :func:`lacosmic_graph` to get the same result as
+    without them.
+
+    Example
+    -------
+    >>> levels, n = frame_values(arr, None, None, None, p)  # doctest: +SKIP
+    """
+    import dask
+
+    (data, inmask, inbkg, invar), bad, chunks, depth = _prepare(data, inmask, inbkg,
+                                                                invar, p)
+    high, = dask.compute(_histograms((data, inbkg, invar, bad), (), p), **compute_kw)
+    picked = _pick_high(high)
+    levels, = dask.compute(_levels_graph(data, inbkg, invar, bad, p,
+                                         picked=_small(picked, np.int64, (2, 3))),
+                           **compute_kw)
+    halo = [_overlap(a, depth) for a in (data, inmask, inbkg, invar, bad)]
+    n_iter, = dask.compute(_n_iter_graph(halo, _small(levels, np.float32, (1, 2)), chunks,
+                                         p, depth), **compute_kw)
+    return np.asarray(levels, np.float32).reshape(2), int(np.asarray(n_iter).reshape(-1)[0])
 
 
 def _histograms(arrays, whole, p):

@@ -23,7 +23,7 @@ def noise_map(smoothed_var):
     return smoothed_var
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def divide_twice_noise(lap, noise):
     """``lap / (2 * noise)`` in place: the Laplacian-to-noise image."""
     ny, nx = lap.shape
@@ -44,7 +44,7 @@ def subtract_inplace(a, b):
     return a
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def fine_structure_contrast(f, f_large, noise):
     """``max((f - f_large) / noise, 0.01)`` in place on ``f``."""
     ny, nx = f.shape
@@ -58,7 +58,7 @@ def fine_structure_contrast(f, f_large, noise):
     return f
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def weighted_inputs(clean, noise):
     """``(clean / noise / noise, 1 / noise / noise)`` for the matched filter."""
     ny, nx = clean.shape
@@ -73,7 +73,7 @@ def weighted_inputs(clean, noise):
     return a, b
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def divide_inplace(a, b):
     """``a /= b`` (float32) and return ``a``."""
     ny, nx = a.shape
@@ -83,7 +83,7 @@ def divide_inplace(a, b):
     return a
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def initial_candidates(sp, fs, bad, sigclip, objlim):
     """Pixels with ``sp > sigclip``, not ``bad`` and ``sp / fs > objlim``."""
     ny, nx = sp.shape
@@ -91,7 +91,8 @@ def initial_candidates(sp, fs, bad, sigclip, objlim):
     for j in range(ny):
         for i in range(nx):
             s = sp[j, i]
-            out[j, i] = (s > sigclip) and (not bad[j, i]) and (s / fs[j, i] > objlim)
+            # non-short-circuit & (same value): no branches, so it vectorises
+            out[j, i] = (s > sigclip) & (not bad[j, i]) & (s / fs[j, i] > objlim)
     return out
 
 
@@ -107,13 +108,13 @@ def grow_candidates(cand, sp, bad, thresh):
             if j == 0 or i == 0 or j == ny - 1 or i == nx - 1:
                 v = cand[j, i]
             else:
-                v = (cand[j - 1, i - 1] or cand[j - 1, i] or cand[j - 1, i + 1]
-                     or cand[j, i - 1] or cand[j, i] or cand[j, i + 1]
-                     or cand[j + 1, i - 1] or cand[j + 1, i] or cand[j + 1, i + 1])
-            v = v and (not bad[j, i]) and sp[j, i] > thresh
+                # | rather than or: the same value without branches
+                v = (cand[j - 1, i - 1] | cand[j - 1, i] | cand[j - 1, i + 1]
+                     | cand[j, i - 1] | cand[j, i] | cand[j, i + 1]
+                     | cand[j + 1, i - 1] | cand[j + 1, i] | cand[j + 1, i + 1])
+            v = v & (not bad[j, i]) & (sp[j, i] > thresh)
             out[j, i] = v
-            if v:
-                count += 1
+            count += np.int64(v)
     return out, count
 
 
@@ -123,6 +124,81 @@ def or_into(acc, new):
     ny, nx = acc.shape
     for j in range(ny):
         for i in range(nx):
-            if new[j, i]:
-                acc[j, i] = True
+            acc[j, i] = acc[j, i] | new[j, i]  # no branch: vectorises
     return acc
+
+
+@njit(cache=True, nogil=True)
+def dirty_boxes(ys, xs, ny, nx, reach, cell):
+    """Boxes covering the pixels within ``reach`` of changed pixels, one per
+    group of changed pixels whose reaches touch.
+
+    The frame is cut into ``cell x cell`` cells; a cell is dirty when it
+    meets the reach (Chebyshev distance) of a changed pixel ``(ys[k],
+    xs[k])``. Dirty cells are grouped by 8-connectivity, and each group gets
+    the pixel bounding box of the reaches of its changed pixels. Every pixel
+    within ``reach`` of a changed pixel lies in at least one box.
+
+    Parameters
+    ----------
+    ys, xs : int64 (n,), the changed pixels.  ny, nx : frame shape.
+    reach : int >= 0, pixels.  cell : int >= 1, pixels.
+
+    Returns
+    -------
+    int64 (m, 4): rows ``(y0, y1, x0, x1)``, half-open pixel ranges.
+
+    Example
+    -------
+    >>> dirty_boxes(np.array([10, 90]), np.array([10, 90]), 100, 100, 2, 8)
+    array([[ 8, 13,  8, 13],
+           [88, 93, 88, 93]])
+    """
+    gy = (ny + cell - 1) // cell
+    gx = (nx + cell - 1) // cell
+    dirty = np.zeros((gy, gx), dtype=np.bool_)
+    for k in range(ys.shape[0]):
+        c0 = max(ys[k] - reach, 0) // cell
+        c1 = min(ys[k] + reach, ny - 1) // cell
+        d0 = max(xs[k] - reach, 0) // cell
+        d1 = min(xs[k] + reach, nx - 1) // cell
+        for a in range(c0, c1 + 1):
+            for b in range(d0, d1 + 1):
+                dirty[a, b] = True
+    label = np.full((gy, gx), -1, dtype=np.int64)
+    stack = np.empty(gy * gx, dtype=np.int64)
+    n = 0
+    for a in range(gy):
+        for b in range(gx):
+            if not dirty[a, b] or label[a, b] >= 0:
+                continue
+            label[a, b] = n
+            top = 0
+            stack[0] = a * gx + b
+            top = 1
+            while top:
+                top -= 1
+                q = stack[top]
+                qa, qb = q // gx, q % gx
+                for da in range(-1, 2):
+                    for db in range(-1, 2):
+                        ra, rb = qa + da, qb + db
+                        if 0 <= ra < gy and 0 <= rb < gx and dirty[ra, rb] \
+                                and label[ra, rb] < 0:
+                            label[ra, rb] = n
+                            stack[top] = ra * gx + rb
+                            top += 1
+            n += 1
+    out = np.empty((n, 4), dtype=np.int64)
+    for g in range(n):
+        out[g, 0] = ny
+        out[g, 1] = 0
+        out[g, 2] = nx
+        out[g, 3] = 0
+    for k in range(ys.shape[0]):
+        g = label[ys[k] // cell, xs[k] // cell]
+        out[g, 0] = min(out[g, 0], max(ys[k] - reach, 0))
+        out[g, 1] = max(out[g, 1], min(ys[k] + reach + 1, ny))
+        out[g, 2] = min(out[g, 2], max(xs[k] - reach, 0))
+        out[g, 3] = max(out[g, 3], min(xs[k] + reach + 1, nx))
+    return out

@@ -49,3 +49,61 @@ def dilate5(mask, niter):
     for _ in range(niter):
         out = _dilate5_once(out)
     return out
+
+
+@njit(cache=True, nogil=True)
+def dilate5_points(ys, xs, ny, nx, niter):
+    """``dilate5(mask, niter)`` for a mask given by its True pixels.
+
+    The same result (outer ring of 2 copied, not dilated) at a cost that
+    grows with the number of True pixels rather than the image size: each
+    pass sets the neighbours of the pixels set before it.
+
+    Parameters
+    ----------
+    ys, xs : int (n,), rows and columns of the True pixels.
+    ny, nx : shape of the mask, pixels.  niter : passes (>= 0).
+
+    Returns
+    -------
+    bool (ny, nx).
+
+    Example
+    -------
+    >>> dilate5_points(np.array([5]), np.array([5]), 11, 11, 1).sum()
+    21
+    """
+    out = np.zeros((ny, nx), dtype=np.bool_)
+    n = ys.shape[0]
+    py = np.empty(max(n, 1), dtype=np.int64)
+    px = np.empty(max(n, 1), dtype=np.int64)
+    m = 0
+    for k in range(n):
+        if not out[ys[k], xs[k]]:
+            out[ys[k], xs[k]] = True
+            py[m] = ys[k]
+            px[m] = xs[k]
+            m += 1
+    for _ in range(niter):
+        sources = m
+        if m * 22 > py.shape[0]:  # room for every neighbour of every source
+            ny_ = np.empty(m * 22, dtype=np.int64)
+            nx_ = np.empty(m * 22, dtype=np.int64)
+            ny_[:m] = py[:m]
+            nx_[:m] = px[:m]
+            py, px = ny_, nx_
+        for k in range(sources):
+            j = py[k]
+            i = px[k]
+            for dj in range(-2, 3):
+                for di in range(-2, 3):
+                    if abs(dj) + abs(di) >= 4:
+                        continue
+                    t, u = j + dj, i + di
+                    # only the interior is dilated; the outer ring is copied
+                    if 2 <= t < ny - 2 and 2 <= u < nx - 2 and not out[t, u]:
+                        out[t, u] = True
+                        py[m] = t
+                        px[m] = u
+                        m += 1
+    return out

@@ -123,6 +123,9 @@ def clean_one(job):
     (``ok``, ``ncr``, ``seconds``, ``shape``, ``error``, ``warnings``, ...);
     problems with the file are reported in it, never raised.
     """
+    from .large_frame import clean_large, is_large  # frames too big for memory:
+    if is_large(job):                                # streamed block by block
+        return clean_large(job)
     t0 = time.perf_counter()
     hdu = parse_hdu(job.get("hdu"))
     label = hdu if not isinstance(hdu, tuple) else ",".join(map(str, hdu))
