@@ -197,9 +197,12 @@ def _per_frame(name, value, n):
     return arr
 
 
-def _check_params(method, minmax_clip, minmax_clip_min, minmax_clip_max, clip_extrema,
-                  nlow, nhigh, sigma_clip, sigma_clip_low_thresh, sigma_clip_high_thresh,
-                  sigma_clip_func, sigma_clip_dev_func, maxiters):
+def check_params(method, minmax_clip, minmax_clip_min, minmax_clip_max, clip_extrema,
+                 nlow, nhigh, sigma_clip, sigma_clip_low_thresh, sigma_clip_high_thresh,
+                 sigma_clip_func, sigma_clip_dev_func, maxiters):
+    """Check :func:`combine`'s scalar parameters (one-line ``ValueError``
+    naming the parameter); returns them normalised. The workflow schema
+    (``steps.masters.combine``) checks a night's settings with it."""
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; "
                          f"got {method!r}")
@@ -486,10 +489,10 @@ def combine(frames, method="average", *, weights=None, scale=None, mask=None,
     import dask
     import dask.array as da
 
-    p = _check_params(method, minmax_clip, minmax_clip_min, minmax_clip_max, clip_extrema,
-                      nlow, nhigh, sigma_clip, sigma_clip_low_thresh,
-                      sigma_clip_high_thresh, sigma_clip_func, sigma_clip_dev_func,
-                      maxiters)
+    p = check_params(method, minmax_clip, minmax_clip_min, minmax_clip_max, clip_extrema,
+                     nlow, nhigh, sigma_clip, sigma_clip_low_thresh,
+                     sigma_clip_high_thresh, sigma_clip_func, sigma_clip_dev_func,
+                     maxiters)
     flist, lazy, stack = _frames_list(frames)
     n = stack.shape[0] if stack is not None else len(flist)
     shape = tuple(stack.shape[1:]) if stack is not None else tuple(flist[0].shape)

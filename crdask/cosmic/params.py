@@ -35,7 +35,8 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-__all__ = ["Param", "ParamSet", "ParamError", "ParamTypeError", "KINDS"]
+__all__ = ["Param", "ParamSet", "ParamError", "ParamTypeError", "KINDS", "show",
+           "type_name"]
 
 #: Value kinds a parameter may have. ``floats`` is a list of numbers,
 #: ``float_or_pair`` a number or a list of two (numina's two-pass values),
@@ -62,7 +63,8 @@ class ParamTypeError(ParamError, TypeError):
     """A parameter value of the wrong type (text for a number, ...)."""
 
 
-def _show(value):
+def show(value):
+    """A value as the user wrote it, shortened for one-line messages."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -71,11 +73,15 @@ _TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "t
                list: "a list", dict: "a mapping", type(None): "null"}
 
 
+def type_name(value):
+    """The kind of a value as a workflow author says it (``'text'``, ``'a list'``)."""
+    return next((name for t, name in _TYPE_NAMES.items() if type(value) is t),
+                type(value).__name__)
+
+
 def _got(value):
     """``"text 'no'"``: what was received, with its kind, for messages."""
-    kind = next((name for t, name in _TYPE_NAMES.items() if type(value) is t),
-                type(value).__name__)
-    return f"{kind} {_show(value)}"
+    return f"{type_name(value)} {show(value)}"
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,7 @@ class Param:
         return prefix + text
 
     def _fail(self, value, problem=None, kind=ParamError):
-        raise kind(self.name, problem or f"{_show(value)} is not allowed", self.allowed())
+        raise kind(self.name, problem or f"{show(value)} is not allowed", self.allowed())
 
     # -- validation ------------------------------------------------------------
     def _number(self, value, integer):

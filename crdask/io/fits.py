@@ -101,7 +101,7 @@ def parse_hdu(spec):
     return s
 
 
-def _label(spec):
+def hdu_label(spec):
     if isinstance(spec, tuple):
         return ",".join(map(str, spec))
     return spec
@@ -116,7 +116,7 @@ def _image_shape(hdu):
     return tuple(h.get(f"NAXIS{i}", 0) for i in range(n, 0, -1))
 
 
-def _select(hdul, spec, path):
+def select_hdu(hdul, spec, path):
     """(index, label, hdu) for ``spec``, or the first HDU with 2-D image data."""
     if spec is None:
         for i, hdu in enumerate(hdul):
@@ -124,7 +124,7 @@ def _select(hdul, spec, path):
             if shape is not None and len(shape) == 2 and min(shape) > 0:
                 return i, i, hdu
         raise FitsInputError(path, None, "no HDU with 2-D image data")
-    label = _label(spec)
+    label = hdu_label(spec)
     try:
         hdu = hdul[spec]
     except (KeyError, IndexError):
@@ -172,7 +172,7 @@ def read_image(path, hdu=None, mask_hdu=None):
     path = os.fspath(path)
     hdu = parse_hdu(hdu)
     mask_hdu = parse_hdu(mask_hdu)
-    label = _label(hdu)
+    label = hdu_label(hdu)
     if not os.path.exists(path):
         raise FitsInputError(path, label, "no such file")
     if os.path.isdir(path):
@@ -185,7 +185,7 @@ def read_image(path, hdu=None, mask_hdu=None):
         except Exception as e:
             raise FitsInputError(path, label, f"not a readable FITS file: {e}") from None
         try:
-            index, label, image_hdu = _select(hdul, hdu, path)
+            index, label, image_hdu = select_hdu(hdul, hdu, path)
             data = _read_data(image_hdu, path, label)
             # non-ASCII cards are read leniently (a note each), never a VerifyError later
             header, notes = sanitize_header(image_hdu.header.copy())
@@ -195,7 +195,7 @@ def read_image(path, hdu=None, mask_hdu=None):
                 notes += more
             mask = None
             if mask_hdu is not None:
-                _, mlabel, m_hdu = _select(hdul, mask_hdu, path)
+                _, mlabel, m_hdu = select_hdu(hdul, mask_hdu, path)
                 m = _read_data(m_hdu, path, mlabel)
                 if m.shape != data.shape:
                     raise FitsInputError(path, mlabel, f"mask shape {m.shape} differs "

@@ -30,7 +30,7 @@ which parses only the cards asked for and builds the full astropy
 what makes the catalogue ~10x faster than ``fits.open``-based tools. Anything
 the walk is unsure about -- tile-compressed HDUs, HDUs chosen by name,
 non-standard files -- goes through ``fits.open`` and
-:func:`crdask.io.fits._select`, which also words those errors. Files are
+:func:`crdask.io.fits.select_hdu`, which also words those errors. Files are
 opened read-only and never modified. Gzip files (``.fits.gz``) are
 decompressed as a stream; tile-compressed files (fpack ``.fz``,
 :class:`~astropy.io.fits.CompImageHDU`) are decoded by astropy; neither can
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.io import fits
 
-from .fits import FitsInputError, _label, _select, parse_hdu
+from .fits import FitsInputError, hdu_label, parse_hdu, select_hdu
 from .headers import HeaderCards, MergedCards, MergedHeader, sanitize_header
 
 __all__ = ["RawFrame", "HduInfo", "read_raw", "open_lazy", "read_header",
@@ -303,7 +303,7 @@ def _astropy_open(path, label):
 def _astropy_locate(path, spec, label, gz):
     hdul = _astropy_open(path, label)
     try:
-        index, label, image = _select(hdul, spec, path)
+        index, label, image = select_hdu(hdul, spec, path)
         header, _ = sanitize_header(image.header)
         primary = header if index == 0 else sanitize_header(hdul[0].header)[0]
         shape = tuple(header.get(f"NAXIS{i}", 0) for i in (2, 1))
@@ -330,7 +330,7 @@ def locate_hdu(path, hdu=None) -> HduInfo:
     :class:`~crdask.io.fits.FitsInputError`."""
     path = os.fspath(path)
     spec = parse_hdu(hdu)
-    label = _label(spec)
+    label = hdu_label(spec)
     try:
         f = open(path, "rb")        # one open: few system calls (GIL hand-offs)
     except FileNotFoundError:

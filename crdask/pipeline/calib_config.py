@@ -233,7 +233,7 @@ def instrument_section(ctx, raw):
 def _combine(ctx, raw, path):
     raw = ctx.mapping(raw, path, list(COMBINE_DEFAULTS))
     full = {**COMBINE_DEFAULTS, **raw}
-    check = combine_module._check_params
+    check = combine_module.check_params
     try:
         check(**full)
         # Settings of switched-off rejections must still be valid values.

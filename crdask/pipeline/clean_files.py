@@ -57,6 +57,8 @@ __all__ = [
     "plan_outputs",
     "clean_one",
     "clean_files",
+    "header_params",
+    "add_history",
 ]
 
 
@@ -114,6 +116,50 @@ def _where(job, hdu):
     return job["input"] if hdu is None else f"{job['input']}[{hdu}]"
 
 
+def header_params(image, job):
+    """``(params, sources)``: the job's ``lacosmic`` parameters with ``gain``
+    and ``readnoise`` read from the header keywords the job names
+    (``gain_key``, ``readnoise_key``), and which keyword gave each.
+
+    Raises :class:`~crdask.io.fits.FitsInputError` naming the file, HDU and
+    keyword for a value that is not a valid gain (> 0) or read noise (>= 0).
+    """
+    params = dict(job["params"])
+    sources = {}
+    for name, key, minimum in (("gain", job.get("gain_key"), None),
+                               ("readnoise", job.get("readnoise_key"), 0.0)):
+        if not key:
+            continue
+        value = header_number(image, key)
+        if (minimum is None and not value > 0) or (minimum is not None and value < minimum):
+            need = "> 0" if minimum is None else ">= 0"
+            raise FitsInputError(image.path, image.hdu, f"keyword {key} = {value!r} "
+                                 f"is not a valid {name} (must be {need})", keyword=key)
+        params[name] = value
+        sources[name] = key
+    return params, sources
+
+
+def add_history(header, image, params, sources, mask_hdu, ncr):
+    """Provenance of a cleaned file: ``CRNFIX``, the crdask version, the
+    input, every parameter (with the keyword a header value came from) and
+    the count, as HISTORY; returns ``header``."""
+    header["CRNFIX"] = (ncr, "cosmic-ray pixels found and cleaned (crdask)")
+    header.add_history(f"crdask {__version__} lacosmic")
+    header.add_history(f"input: {os.path.basename(image.path)}[{image.hdu}]")
+    words = []
+    for k, v in params.items():
+        words.append(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}")
+        if k in sources:
+            words[-1] += f"({sources[k]})"
+    if image.mask is not None:
+        words.append(f"inmask=[{mask_hdu}]")
+    for line in history_lines(words):
+        header.add_history(line)
+    header.add_history(f"crdask lacosmic: CRNFIX={ncr} cosmic-ray pixels cleaned")
+    return header
+
+
 def clean_one(job):
     """Clean one file; the task run on a worker (or in-process).
 
@@ -134,38 +180,13 @@ def clean_one(job):
             raise OutputExistsError(job["output"])
         image = read_image(job["input"], hdu=hdu, mask_hdu=job.get("mask_hdu"))
         label = image.hdu
-        params = dict(job["params"])
-        sources = {}
-        for name, key, minimum in (("gain", job.get("gain_key"), None),
-                                   ("readnoise", job.get("readnoise_key"), 0.0)):
-            if not key:
-                continue
-            value = header_number(image, key)
-            if (minimum is None and not value > 0) or (minimum is not None
-                                                       and value < minimum):
-                need = "> 0" if minimum is None else ">= 0"
-                raise FitsInputError(image.path, image.hdu, f"keyword {key} = {value!r} "
-                                     f"is not a valid {name} (must be {need})", keyword=key)
-            params[name] = value
-            sources[name] = key
+        params, sources = header_params(image, job)
         crmask, clean = lacosmic(image.data, inmask=image.mask,
                                  num_threads=job.get("num_threads"), **params)
         ncr = int(np.count_nonzero(crmask))
 
-        header = output_header(image)
-        header["CRNFIX"] = (ncr, "cosmic-ray pixels found and cleaned (crdask)")
-        header.add_history(f"crdask {__version__} lacosmic")
-        header.add_history(f"input: {os.path.basename(image.path)}[{image.hdu}]")
-        words = []
-        for k, v in params.items():
-            words.append(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}")
-            if k in sources:
-                words[-1] += f"({sources[k]})"
-        if image.mask is not None:
-            words.append(f"inmask=[{job.get('mask_hdu')}]")
-        for line in history_lines(words):
-            header.add_history(line)
-        header.add_history(f"crdask lacosmic: CRNFIX={ncr} cosmic-ray pixels cleaned")
+        header = add_history(output_header(image), image, params, sources,
+                             job.get("mask_hdu"), ncr)
         primary = fits.PrimaryHDU(data=np.asarray(clean, dtype=np.float32), header=header)
         mask_hdu = fits.ImageHDU(data=crmask.astype(np.uint8), name="MASK")
         mask_hdu.header["COMMENT"] = "1 = cosmic-ray pixel found by crdask lacosmic"

@@ -38,18 +38,11 @@ import dask.array as da
 import numpy as np
 from astropy.io import fits
 
-from .._version import __version__
 from ..cosmic.lacosmic import make_params
 from ..cosmic.lacosmic_graph import frame_values, lacosmic_graph
 from ..io.atomic import OutputExistsError, atomic_open
-from ..io.fits import (
-    FitsInputError,
-    ImageInput,
-    header_number,
-    history_lines,
-    output_header,
-    parse_hdu,
-)
+from ..io.fits import FitsInputError, ImageInput, output_header, parse_hdu
+from .clean_files import add_history, header_params
 
 __all__ = ["LARGE_FRAME_PIXELS", "BLOCK_SHAPE", "large_frame_pixels", "FitsBlockReader",
            "is_large", "clean_large"]
@@ -260,23 +253,6 @@ def _padded(n):
     return -(-n // 2880) * 2880
 
 
-def _history(header, image, params, sources, mask_hdu, ncr):
-    header["CRNFIX"] = (ncr, "cosmic-ray pixels found and cleaned (crdask)")
-    header.add_history(f"crdask {__version__} lacosmic")
-    header.add_history(f"input: {os.path.basename(image.path)}[{image.hdu}]")
-    words = []
-    for k, v in params.items():
-        words.append(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}")
-        if k in sources:
-            words[-1] += f"({sources[k]})"
-    if image.mask is not None:
-        words.append(f"inmask=[{mask_hdu}]")
-    for line in history_lines(words):
-        header.add_history(line)
-    header.add_history(f"crdask lacosmic: CRNFIX={ncr} cosmic-ray pixels cleaned")
-    return header
-
-
 def _summary(job, **kw):
     s = {"input": job["input"], "output": job["output"], "hdu": job.get("hdu"),
          "ok": False, "ncr": None, "seconds": None, "shape": None, "error": None,
@@ -311,20 +287,7 @@ def clean_large(job):
             raise FitsInputError(job["input"], label, "cannot be read block by block")
         label = image.hdu
         where = f"{image.path}[{image.hdu}]"
-        params = dict(job["params"])
-        sources = {}
-        for name, key, minimum in (("gain", job.get("gain_key"), None),
-                                   ("readnoise", job.get("readnoise_key"), 0.0)):
-            if not key:
-                continue
-            value = header_number(image, key)
-            if (minimum is None and not value > 0) or (minimum is not None
-                                                       and value < minimum):
-                need = "> 0" if minimum is None else ">= 0"
-                raise FitsInputError(image.path, image.hdu, f"keyword {key} = {value!r} "
-                                     f"is not a valid {name} (must be {need})", keyword=key)
-            params[name] = value
-            sources[name] = key
+        params, sources = header_params(image, job)
         ncr, msgs = _clean_to_file(image, params, sources, job)
         return _summary(job, hdu=image.hdu, ok=True, ncr=ncr, shape=image.data.shape,
                         gain=params["gain"], readnoise=params["readnoise"],
@@ -360,8 +323,8 @@ def _clean_to_file(image, params, sources, job):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         base = output_header(image)
-        h0, h1 = _headers(_history(base.copy(), image, params, sources,
-                                   job.get("mask_hdu"), 0), ny, nx)
+        h0, h1 = _headers(add_history(base.copy(), image, params, sources,
+                                      job.get("mask_hdu"), 0), ny, nx)
         off_mhdr = len(h0) + _padded(ny * nx * 4)
         off_mask = off_mhdr + len(h1)
         total = off_mask + _padded(ny * nx)
@@ -381,8 +344,8 @@ def _clean_to_file(image, params, sources, job):
                 f.seek(off_mask + int(r0) * nx)
                 f.write(np.ascontiguousarray(m, dtype=np.uint8).data)
                 del m, c
-            final, _ = _headers(_history(base.copy(), image, params, sources,
-                                         job.get("mask_hdu"), ncr), ny, nx)
+            final, _ = _headers(add_history(base.copy(), image, params, sources,
+                                            job.get("mask_hdu"), ncr), ny, nx)
             if len(final) != len(h0):  # cannot happen: same cards, one value changed
                 raise RuntimeError("primary header changed size with CRNFIX")
             f.seek(0)

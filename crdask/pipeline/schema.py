@@ -27,6 +27,7 @@ import os
 import re
 from pathlib import Path
 
+from ..cosmic.params import show, type_name
 from ..io.sections import SectionError, parse_section
 
 __all__ = ["WorkflowError", "Checker", "join_path", "show", "type_name", "read_yaml",
@@ -57,23 +58,6 @@ def join_path(path, key):
     if isinstance(key, int):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else str(key)
-
-
-def show(value):
-    """A value as the user wrote it, for messages."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "text",
-               list: "a list", dict: "a mapping", type(None): "null"}
-
-
-def type_name(value):
-    for t, name in _TYPE_NAMES.items():
-        if type(value) is t:
-            return name
-    return type(value).__name__
 
 
 # ---------------------------------------------------------------------------

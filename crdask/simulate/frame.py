@@ -47,7 +47,7 @@ TRACK_WIDTH_RANGE = (0.2, 0.5)
 #: Sub-pixel sampling (per axis) used to deposit tracks.
 TRACK_OVERSAMPLE = 5
 
-_erf = np.frompyfunc(math.erf, 1, 1)
+erf_array = np.frompyfunc(math.erf, 1, 1)
 
 
 @dataclass
@@ -185,7 +185,7 @@ def simulate_frame(shape=(512, 512), seed=0, *, sky=200.0, gain=2.0, readnoise=5
     peaks[n_stars:] = headroom * np.exp(rng_stars.uniform(math.log(3), math.log(30),
                                                           n_saturated))
     for x, y, peak in zip(xs, ys, peaks):
-        _add_star(model, x, y, peak, sigma_psf, 0.1 * sky_sigma)
+        add_star(model, x, y, peak, sigma_psf, 0.1 * sky_sigma)
 
     # -- CR charge, e- (expected), and per-event footprints ----------------
     crcharge = np.zeros((ny, nx), dtype=np.float64)
@@ -267,11 +267,11 @@ def _check_shape(shape):
 def _pixel_fractions(c, sigma, lo, hi):
     """Fraction of a 1-D unit Gaussian (centre ``c``, px) in pixels lo..hi-1."""
     edges = (np.arange(lo, hi + 1, dtype=np.float64) - 0.5 - c) / (math.sqrt(2.0) * sigma)
-    cdf = _erf(edges).astype(np.float64)
+    cdf = erf_array(edges).astype(np.float64)
     return 0.5 * np.diff(cdf)
 
 
-def _add_star(img, x, y, peak, sigma, floor):
+def add_star(img, x, y, peak, sigma, floor):
     """Add a pixel-integrated Gaussian star whose brightest pixel (if fully
     on the frame) holds ``peak`` e-; stamp radius reaches ``floor`` e-."""
     ny, nx = img.shape

@@ -190,8 +190,8 @@ def _peak_fraction(x, y, sigma):
         c = np.asarray(c, dtype=np.float64)
         lo = np.round(c)                      # half to even, like round()
         s = math.sqrt(2.0) * sigma
-        hi_cdf = _frame._erf((lo + 0.5 - c) / s).astype(np.float64)
-        lo_cdf = _frame._erf((lo - 0.5 - c) / s).astype(np.float64)
+        hi_cdf = _frame.erf_array((lo + 0.5 - c) / s).astype(np.float64)
+        lo_cdf = _frame.erf_array((lo - 0.5 - c) / s).astype(np.float64)
         return 0.5 * (hi_cdf - lo_cdf)
     return frac(x) * frac(y)
 
@@ -203,7 +203,7 @@ def _render_stars(img, stars: StarField, exptime, dx, dy, floor):
     peaks = stars.flux * exptime * _peak_fraction(xs, ys, sigma)
     for x, y, peak in zip(xs.tolist(), ys.tolist(), peaks.tolist()):
         if peak > 0:
-            _frame._add_star(img, x, y, peak, sigma, floor)
+            _frame.add_star(img, x, y, peak, sigma, floor)
 
 
 # ---------------------------------------------------------------------------
@@ -376,9 +376,8 @@ def simulate_raw(kind, detector: Detector | None = None, *, exptime=None, filter
         n_cr = int(s_cr.poisson(mean))
         kinds = s_cr.choice(3, size=n_cr, p=_frame.CR_KIND_FRACTIONS)
         qs = np.exp(s_cr.uniform(*np.log(_frame.CR_PEAK_RANGE), n_cr))
-        deposit = (_frame._deposit_single, _frame._deposit_blob, _frame._deposit_track)
         for k, q in zip(kinds, qs):
-            deposit[k](crcharge, s_cr, q)
+            _frame.deposit_cosmic(crcharge, s_cr, _frame.CR_KINDS[k], q)
     if extra_crcharge is not None:
         extra = np.asarray(extra_crcharge, dtype=np.float64)
         if extra.shape != (ny, nx):

@@ -112,7 +112,6 @@ def double_hit_charge(detector, seed, n_events):
     charge = np.zeros((ny, nx), dtype=np.float64)
     kinds = rng.choice(3, size=int(n_events), p=_frame.CR_KIND_FRACTIONS)
     qs = np.exp(rng.uniform(*np.log(_frame.CR_PEAK_RANGE), int(n_events)))
-    deposit = (_frame._deposit_single, _frame._deposit_blob, _frame._deposit_track)
     for k, q in zip(kinds, qs):
-        deposit[k](charge, rng, q)
+        _frame.deposit_cosmic(charge, rng, _frame.CR_KINDS[k], q)
     return charge
