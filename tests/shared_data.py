@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not SHARED.exists():  # a fresh clone sits next to shared/ as well
-    SHARED = Path(os.environ.get("CRDASK_SHARED_DATA", "/work/shared/data"))
+#: The real frames: ``$CRDASK_SHARED_DATA`` if set, else ``shared/data`` beside
+#: the repository (a checkout sits next to ``shared/``); no other place.
+SHARED = Path(os.environ.get("CRDASK_SHARED_DATA")
+              or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 REAL_FRAMES = {
     "m51": "kpno-m51/dev_pix_m51_B_600s.fits",

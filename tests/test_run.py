@@ -43,7 +43,7 @@ CALIBS = dict(n_bias=5, dark_times=(60, 300), n_dark=3, filters=("V", "R"), n_fl
 N_SCIENCE_SMALL = 8      # night A: end to end, determinism, reruns, bad frames
 N_SCIENCE_LONG = 20      # night B: long enough to be killed half-way
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+from cluster_helpers import ENV, assert_same_outputs  # noqa: E402  (shared helpers)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -74,26 +74,6 @@ def write_workflow(path, raw, out, truth, *, cosmics=None, execution=None):
 
 def science_stems(raw):
     return sorted(p.name.split(".")[0] for p in Path(raw).glob("sci_*.fits"))
-
-
-def outputs(out):
-    """{stem: (data, uncert, mask)} of every ``*_cal.fits`` in ``out``."""
-    res = {}
-    for p in sorted(Path(out).glob("*_cal.fits")):
-        with fits.open(p, memmap=False) as hdul:
-            res[p.name[:-len("_cal.fits")]] = (hdul[0].data.copy(), hdul["UNCERT"].data.copy(),
-                                               hdul["MASK"].data.copy())
-    return res
-
-
-def assert_same_outputs(out, ref, stems):
-    got, want = outputs(out), outputs(ref)
-    assert sorted(got) == sorted(stems), f"{out}: outputs {sorted(got)}"
-    assert sorted(want) == sorted(stems), f"{ref}: outputs {sorted(want)}"
-    for stem in stems:
-        for name, a, b in zip(("SCI", "UNCERT", "MASK"), got[stem], want[stem]):
-            assert a.dtype == b.dtype and a.shape == b.shape, (stem, name)
-            np.testing.assert_array_equal(a, b, err_msg=f"{stem} {name} differs from {ref}")
 
 
 def assert_same_masters(out, ref):
