@@ -336,10 +336,15 @@ def calibrate_cmd(ctx, directory, out_dir, hdu, overscan, trim, gain, readnoise,
     ctx.exit(result.exit_code)
 
 
+def _log(line):
+    """Pipeline messages: warnings and errors to stderr, the rest to stdout."""
+    click.echo(line, err=line.startswith(("crdask: warning", "crdask: error")))
+
+
 def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
     """run_night with the CLI's error handling: one line and exit 1 for a
     cluster, disk or workflow problem."""
-    from .io.atomic import UnsafeOutputError
+    from .io.atomic import OutputWriteError, UnsafeOutputError
     from .io.naming import StemCollisionError
     from .pipeline.cluster import connect
     from .pipeline.config import WorkflowError
@@ -356,12 +361,13 @@ def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
                              threads_per_worker=ex.threads_per_worker,
                              memory_limit=ex.memory_limit, log=click.echo)
         result = run_night(wf, client=handle and handle.client, restart=restart,
-                           log=click.echo, progress=progress,
+                           log=_log, progress=progress,
                            performance_report=performance_report)
     except OutputLocked as e:   # another run owns the folder: touch nothing
         click.echo(str(e))
         ctx.exit(EXIT_OK)
-    except (ClusterError, WorkflowError, UnsafeOutputError, StemCollisionError) as e:
+    except (ClusterError, WorkflowError, UnsafeOutputError, StemCollisionError,
+            OutputWriteError) as e:
         click.echo(f"crdask: error: {e}", err=True)
         ctx.exit(EXIT_USAGE)
     except OSError as e:

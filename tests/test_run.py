@@ -293,8 +293,8 @@ def test_dry_run_plans_without_computing(e2e):
     assert after.returncode == 0, show(after)
     # groups, masters to build, every science frame still to do
     assert "masters: build" in before.stdout
-    for label in ("bias", "dark exptime=60s", "dark exptime=300s", "flat filter=V",
-                  "flat filter=R", "science filter=V", "science filter=R"):
+    for label in ("bias", "dark exptime=60s", "dark exptime=300s", "flat setup=V/",
+                  "flat setup=R/", "science setup=V/", "science setup=R/"):
         assert label in before.stdout, label
     lines = before.stdout.splitlines()
     for s in e2e["stems"]:

@@ -238,5 +238,8 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
             ledger.fail(stem, msg)
         except Exception:  # pragma: no cover - the ledger itself unwritable
             pass
-        summary.update(error=msg, seconds=time.perf_counter() - t0)
+        # a frame that cannot be used (its file or headers) is set aside;
+        # anything else is a failure of the task
+        summary.update(status="set aside" if isinstance(e, FrameRejected) else "failed",
+                       error=msg, seconds=time.perf_counter() - t0)
     return summary

@@ -113,6 +113,19 @@ def night_inputs(wf):
     return files
 
 
+def catalog_warnings(catalog):
+    """One line per doubtful header (``FILE: note``) and per set of raw
+    files with the same bytes."""
+    lines = []
+    for f in catalog.frames:
+        lines += [f"{f.path}: {w}" for w in f.warnings
+                  if not w.startswith("duplicate raw file:")]
+    for paths in catalog.duplicates:
+        lines.append(" and ".join(paths) + ": duplicate raw files (same bytes); "
+                     "each is reduced")
+    return lines
+
+
 def plan_night(wf, ledger=None):
     """What a run would do, without doing it (nothing is written).
 
@@ -327,6 +340,9 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
     _remove_leftovers(out)
     plan = plan_night(wf, ledger)
     catalog = plan["catalog"]
+    warnings = catalog_warnings(catalog)
+    for line in warnings:
+        log(f"crdask: warning: {line}")
     failures, frames = [], []
     for info in catalog.frames:
         if info.error:
@@ -397,7 +413,7 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         for s in sorted(results, key=lambda r: r["file"]):
             s["type"] = "science"
             s["group"] = _group_label(by_name[s["file"]])
-            if s["status"] == "failed":
+            if s["status"] in ("failed", "set aside"):
                 failures.append({"file": s["file"], "reason": s["error"]})
             frames.append(s)
         _remove_leftovers(out)  # e.g. of a worker killed mid-write during this run
@@ -417,6 +433,7 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         "exposure_groups": sorted(groups, key=lambda g: g["label"]),
         "masters": master_info,
         "failures": failures,
+        "warnings": warnings,
         "cr_summary": cr_summary(frames),
     }
     paths = write_report(out, record, preview_items=live.finish(frames), live=True)
@@ -453,7 +470,8 @@ def _report_progress(progress, log, n, total, s):
     if progress is not None:
         progress(n, total, s)
         return
-    what = (f"{s['cr_pixels']} CR px, {s['seconds']:.1f} s" if s["status"] == "done"
+    cr = f"{s['cr_pixels']} CR px, " if s.get("cr_pixels") is not None else ""
+    what = (f"{cr}{s['seconds']:.1f} s" if s["status"] == "done"
             else s.get("error") or s["status"])
     log(f"[{n}/{total}] {s['file']}: {s['status']} ({what})")
 
