@@ -36,7 +36,7 @@ import numbers
 from dataclasses import dataclass, field
 
 __all__ = ["Param", "ParamSet", "ParamError", "ParamTypeError", "KINDS", "show",
-           "type_name"]
+           "type_name", "wrap_words"]
 
 #: Value kinds a parameter may have. ``floats`` is a list of numbers,
 #: ``float_or_pair`` a number or a list of two (numina's two-pass values),
@@ -61,6 +61,27 @@ class ParamError(ValueError):
 
 class ParamTypeError(ParamError, TypeError):
     """A parameter value of the wrong type (text for a number, ...)."""
+
+
+def wrap_words(words, width=72):
+    """Pack words into lines of at most ``width`` characters (a longer word
+    stands alone): FITS HISTORY cards hold 72.
+
+    Example
+    -------
+    >>> wrap_words(["sigclip=4.5", "objlim=5.0"], width=15)
+    ['sigclip=4.5', 'objlim=5.0']
+    """
+    lines, line = [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}" if line else w
+    if line:
+        lines.append(line)
+    return lines
 
 
 def show(value):
@@ -367,16 +388,7 @@ class ParamSet:
                 v = values[name]
                 words.append(f"{name}={v!r}" if isinstance(v, str) else f"{name}={v}")
         words.extend(extra)
-        lines, line = [], ""
-        for w in words:
-            if line and len(line) + 1 + len(w) > 72:
-                lines.append(line)
-                line = w
-            else:
-                line = f"{line} {w}" if line else w
-        if line:
-            lines.append(line)
-        return lines
+        return wrap_words(words)
 
     def click_options(self, *, skip=()):
         """A decorator adding one click option per CLI parameter: the same

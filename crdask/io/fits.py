@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.io import fits
 
+from ..cosmic.params import wrap_words
+
 from .atomic import atomic_open
 from .headers import sanitize_header
 
@@ -262,17 +264,9 @@ def output_header(image):
 
 
 def history_lines(words, width=72):
-    """Pack ``words`` (e.g. ``"sigclip=4.5"``) into HISTORY-sized lines."""
-    lines, cur = [], ""
-    for w in words:
-        if cur and len(cur) + 1 + len(w) > width:
-            lines.append(cur)
-            cur = w
-        else:
-            cur = f"{cur} {w}" if cur else w
-    if cur:
-        lines.append(cur)
-    return lines
+    """Pack ``words`` (e.g. ``"sigclip=4.5"``) into HISTORY-sized lines
+    (:func:`crdask.cosmic.params.wrap_words`)."""
+    return wrap_words(words, width)
 
 
 class _PlainWriter:
