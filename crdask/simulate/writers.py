@@ -22,7 +22,7 @@ Example
 >>> sim = simulate_raw("bias", Detector(shape=(64, 64)))
 >>> raw_name("bias_001", "fpack")
 'bias_001.fits.fz'
->>> write_raw(sim, "/tmp/bias_001.fits.fz", "fpack", overwrite=True)  # doctest: +SKIP
+>>> write_raw(sim, "bias_001.fits.fz", "fpack", overwrite=True)  # doctest: +SKIP
 """
 
 from __future__ import annotations
