@@ -113,18 +113,16 @@ import uuid
 import numpy as np
 import zarr
 import zarr.api.asynchronous as za
-from zarr.codecs import BloscCodec
 
 from .._version import __version__
 from .atomic import fsync_path, write_error
+from .store_files import (MAX_CHUNK_BYTES, chunk_shape_for, compressors_for, fsync_tree,
+                          json_default, read_json, remove_tree, run_coroutine)
 from .chunk_checksums import (IncompleteError, IntermediateDamaged, check_chunk_files,
                               chunk_checksums, record_chunks, verify_chunks)
 
 __all__ = ["IntermediateStore", "IncompleteError", "IntermediateDamaged", "MAX_CHUNK_BYTES",
            "chunk_checksums", "chunk_shape_for"]
-
-#: Largest chunk written (bytes); bigger arrays are cut in full-width strips.
-MAX_CHUNK_BYTES = 16 * 2**20
 
 _FRAMES = "frames"
 _MASTERS = "masters"
@@ -142,67 +140,6 @@ def _check_name(name, what="frame"):
             f"invalid {what} name {name!r}: must not contain '/', '\\' or NUL, start "
             "with '.' or '__', or be longer than 200 characters")
     return name
-
-
-def chunk_shape_for(shape, itemsize, max_chunk_bytes=MAX_CHUNK_BYTES):
-    """The chunk shape the store uses: the whole array if it is at most
-    ``max_chunk_bytes``, else full-width strips along axis 0.
-
-    Examples
-    --------
-    >>> chunk_shape_for((4096, 4096), 4)
-    (1024, 4096)
-    """
-    if len(shape) == 0:
-        return ()
-    row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64))
-    total = row_bytes * shape[0]
-    if total <= max_chunk_bytes or row_bytes == 0:
-        return tuple(max(1, s) for s in shape)
-    rows = max(1, min(shape[0], max_chunk_bytes // max(row_bytes, 1)))
-    return (rows,) + tuple(max(1, s) for s in shape[1:])
-
-
-def _compressors_for(dtype, compress_floats):
-    if dtype.kind in "biu":
-        # Byte shuffle (a no-op for 1-byte masks; zarr would pick the slower
-        # bit-shuffle for them by default).
-        return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
-    if dtype.kind == "f" and compress_floats:
-        return (BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),)
-    return None
-
-
-def _fsync_tree(path):
-    for d, _, files in os.walk(path):
-        for f in files:
-            fsync_path(os.path.join(d, f))
-        fsync_path(d)
-
-
-def _read_json(path):
-    try:
-        with open(path, "rb") as fh:
-            return json.loads(fh.read())
-    except (OSError, ValueError):
-        return None
-
-
-def _remove_tree(path):
-    """Rename ``path`` to a hidden trash name, then remove it. True if it existed.
-
-    The rename is atomic, so a kill half-way through leaves either the whole
-    group or nothing under the real name (plus, perhaps, a hidden trash
-    directory that :meth:`IntermediateStore.cleanup` removes).
-    """
-    d, name = os.path.split(path)
-    trash = os.path.join(d, f".trash-{name}.{uuid.uuid4().hex[:12]}")
-    try:
-        os.rename(path, trash)
-    except FileNotFoundError:
-        return False
-    shutil.rmtree(trash, ignore_errors=True)
-    return True
 
 
 class IntermediateStore:
@@ -308,7 +245,7 @@ class IntermediateStore:
             if a.dtype.kind not in "biuf":
                 raise TypeError(f"{kind[:-1]} {name!r}: array {k!r} has unsupported "
                                 f"dtype {a.dtype}")
-        info = json.loads(json.dumps(dict(attrs or {}), default=_json_default))
+        info = json.loads(json.dumps(dict(attrs or {}), default=json_default))
         node = self._dir(kind, name)
         final = {"complete": True,
                  "keys": sorted(arrays),
@@ -322,36 +259,36 @@ class IntermediateStore:
         group = None
         if os.path.exists(os.path.join(node, _META)):
             try:
-                group = _run(za.open_group(store=node, mode="r+", zarr_format=3))
-                _run(_put_attrs(group, {"complete": False}))    # 1. invalidate first
+                group = run_coroutine(za.open_group(store=node, mode="r+", zarr_format=3))
+                run_coroutine(_put_attrs(group, {"complete": False}))    # 1. invalidate first
             except Exception:  # unreadable leftovers: start again
                 group = None
         if group is None:
-            _remove_tree(node)
-            group = _run(za.create_group(store=node, zarr_format=3, overwrite=True,
+            remove_tree(node)
+            group = run_coroutine(za.create_group(store=node, zarr_format=3, overwrite=True,
                                          attributes={"complete": False}))
             old_keys = set()
         else:
             old_keys = {e.name for e in os.scandir(node) if e.is_dir()}
         specs = {k: dict(shape=a.shape, dtype=a.dtype,
                          chunks=chunk_shape_for(a.shape, a.dtype.itemsize, self.max_chunk_bytes),
-                         compressors=_compressors_for(a.dtype, self.compress_floats))
+                         compressors=compressors_for(a.dtype, self.compress_floats))
                  for k, a in arrays.items()}
-        _run(_write_arrays(group, arrays, specs))                # 2. every array
+        run_coroutine(_write_arrays(group, arrays, specs))                # 2. every array
         for k in old_keys - set(arrays):                         # stale arrays
             shutil.rmtree(os.path.join(node, k), ignore_errors=True)
         # checksums of what was meant to be written, sizes of what was written
         final["chunks"] = record_chunks(node, arrays, {k: specs[k]["chunks"] for k in arrays})
         final["checksum"] = "crc32"
         if self.fsync:
-            _fsync_tree(node)
-        _run(_put_attrs(group, final))                           # 3. complete, last
+            fsync_tree(node)
+        run_coroutine(_put_attrs(group, final))                           # 3. complete, last
         if self.fsync:
             fsync_path(os.path.join(node, _META))
             fsync_path(node)
 
     def _attrs(self, kind, name):
-        meta = _read_json(os.path.join(self._dir(kind, name), _META))
+        meta = read_json(os.path.join(self._dir(kind, name), _META))
         if not isinstance(meta, dict):
             return None
         attrs = meta.get("attributes")
@@ -388,12 +325,12 @@ class IntermediateStore:
         if verify:
             check_chunk_files(name, node, keys, sums)
         try:
-            arrays = _run(_read_async(node, list(keys)))
+            arrays = run_coroutine(_read_async(node, list(keys)))
         except Exception as e:  # a chunk that Zarr or Blosc cannot decode: which array?
             bad = keys[0]
             for k in keys:
                 try:
-                    _run(_read_async(node, [k]))
+                    run_coroutine(_read_async(node, [k]))
                 except Exception:
                     bad = k
                     break
@@ -470,7 +407,7 @@ class IntermediateStore:
 
     def delete_frame(self, name):
         """Remove frame ``name``; returns whether it existed."""
-        return _remove_tree(self._dir(_FRAMES, name))
+        return remove_tree(self._dir(_FRAMES, name))
 
     def frames(self, complete=True):
         """Sorted names of the frames (only complete ones unless ``complete=False``)."""
@@ -496,7 +433,7 @@ class IntermediateStore:
         return self._has(_MASTERS, name, (_MASTER_KEY,))
 
     def delete_master(self, name):
-        return _remove_tree(self._dir(_MASTERS, name))
+        return remove_tree(self._dir(_MASTERS, name))
 
     def masters(self, complete=True):
         return self._list(_MASTERS, complete)
@@ -550,25 +487,8 @@ async def _read_async(node, keys):
 
 def _chunks_of(node, key):
     """The chunk shape recorded in an array's ``zarr.json`` (None if unreadable)."""
-    meta = _read_json(os.path.join(node, key, _META))
+    meta = read_json(os.path.join(node, key, _META))
     try:
         return meta["chunk_grid"]["configuration"]["chunk_shape"]
     except (TypeError, KeyError):
         return None
-
-
-def _run(coro):
-    """Run a Zarr coroutine to completion on a fresh event loop of this thread.
-
-    Not on Zarr's shared I/O thread (``zarr.core.sync``): a full test-suite
-    run once hung for good waiting on that thread after a coroutine raised,
-    under heavy load; a private loop per call cannot be left in a bad state
-    by another call, and costs well under a millisecond."""
-    return asyncio.run(coro)
-
-
-def _json_default(o):
-    try:
-        return o.item()
-    except AttributeError:
-        return str(o)
