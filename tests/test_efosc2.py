@@ -95,7 +95,11 @@ def test_workflow_validates_and_catalogues_the_night():
 
     from crdask.io.catalog import build_catalog
     from crdask.pipeline.config import load_workflow
-    wf = load_workflow(WORKFLOW)
+    # the example names the night relative to itself (shared/ beside the
+    # repository); here it is read wherever the test data are
+    doc = yaml.safe_load(Path(WORKFLOW).read_text())
+    doc["inputs"]["files"] = [str(SHARED / "efosc2-ntt" / "EFOSC.*.fits")]
+    wf = load_workflow(doc, base_dir=Path(WORKFLOW).parent)
     cat = build_catalog(wf.input_files(), wf.keymap())
     seen = Counter((f.frame_type, f.filter) for f in cat.frames)
     assert seen == Counter({("bias", "Gr#1+Holes_Mask"): 5, ("flat", "Gr#3+slit#1.2"): 3,
