@@ -195,18 +195,19 @@ def _probe_scheduler(address, where, timeout, security):
     kw = security.get_connection_args("client") if security is not None else {}
 
     async def ask():
+        # The connect bounds itself (distributed retries a refused port until
+        # ``timeout``, then raises OSError); only the handshake after it gets
+        # our own deadline, so "nothing listens" and "something listens but
+        # is not a scheduler" never race each other for the same second.
         comm = await comm_connect(address, timeout=timeout, **kw)
         try:
             await comm.write({"op": "identity", "reply": True})
-            return await comm.read()
+            return await asyncio.wait_for(comm.read(), timeout)
         finally:
             comm.abort()
 
-    async def bounded():
-        return await asyncio.wait_for(ask(), timeout)
-
     try:
-        reply = asyncio.run(bounded())
+        reply = asyncio.run(ask())
     except (asyncio.TimeoutError, TimeoutError):
         raise ClusterError(f"{where}: no Dask scheduler answered within {timeout:g} s; "
                            "is this the scheduler's port (8786), not the dashboard or "
