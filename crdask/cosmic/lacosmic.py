@@ -27,7 +27,7 @@ import dask.array as da
 import numpy as np
 
 from . import lacosmic_core as core
-from .lacosmic_graph import lacosmic_graph
+from .lacosmic_graph import lacosmic_graph, lacosmic_whole
 from .psf import PSF_MODELS, psf_kernel
 from .params import Param, ParamError, ParamSet
 from .registry import CRResult, Method, register
@@ -131,6 +131,15 @@ def lacosmic(data, inmask=None, inbkg=None, invar=None, sigclip=4.5,
     depth = core.overlap_depth(params)
     nstrips = max(1, min(max(threads, -(-data.size // core.STRIP_PIXELS)),
                          data.shape[0] // (4 * depth + 1)))  # strips: memory bounded
+    if nstrips == 1:   # one block: the block functions directly, no graph
+        arrays = [_pad(a, padwidth) for a in (data, inmask, inbkg, invar)]
+        crmask, clean = lacosmic_whole(*arrays, params)
+        if padwidth:
+            crop = (slice(padwidth, -padwidth), slice(padwidth, -padwidth))
+            crmask, clean = crmask[crop], clean[crop]
+        if verbose:
+            print(f"{int(crmask.sum())} cosmic-ray pixels found")
+        return np.ascontiguousarray(crmask), np.ascontiguousarray(clean)
     rows = -(-data.shape[0] // nstrips)
     # name=False: no hashing of the pixels for a graph used once
     arrays = [None if a is None else da.from_array(a, chunks=(rows, -1), name=False)

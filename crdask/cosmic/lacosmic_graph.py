@@ -274,6 +274,46 @@ def lacosmic_graph(data, inmask, inbkg, invar, p, levels=None, n_iter=None):
     return out[1] != 0, out[0]
 
 
+def lacosmic_whole(data, inmask, inbkg, invar, p):
+    """``(crmask, cleanarr)`` of a frame held in memory as one block, now.
+
+    The same block functions as :func:`lacosmic_graph`, called directly on
+    the frame as its only block (no halo, no Dask graph): for frames of one
+    strip, where building and running the graph costs more than the work
+    (tens of milliseconds per frame, paid once per frame of a night).
+    Identical to :func:`lacosmic_graph` on any chunking.
+
+    Parameters
+    ----------
+    data : 2-D numpy array, ADU; inmask, inbkg, invar : same shape, or None.
+    p : :class:`~crdask.cosmic.lacosmic_core.LACosmicParams`.
+
+    Returns
+    -------
+    crmask : bool (ny, nx); cleanarr : float32 (ny, nx), ADU.
+
+    Example
+    -------
+    >>> crmask, clean = lacosmic_whole(arr, None, None, None, p)  # doctest: +SKIP
+    """
+    info = [{"chunk-location": (0, 0), "num-chunks": (1, 1)}]
+    depth = core.overlap_depth(p)
+    bad = _bad_block(data, inmask, inbkg, invar, p, core.step_radii(p)["mask"],
+                     block_info=info)
+    picked = _pick_high(_hist_block(data, inbkg, invar, bad, p=p)[0, 0])
+    low = _hist_block(data, inbkg, invar, bad, picked, p=p)[0, 0]
+    levels = _finish_levels(picked, low)
+    if p.cleantype in core.IDEMPOTENT_CLEANTYPES or p.niter == 0:
+        n_iter = np.array([[p.niter]], np.int64)
+    else:
+        flags = _iteration_flags_block(data, inmask, inbkg, invar, bad, levels, p, depth,
+                                       block_info=info)
+        n_iter = _first_quiet_iteration(flags, p.niter)
+    out = _main_block(data, inmask, inbkg, invar, bad, levels, n_iter, p, depth,
+                      p.cleantype in core.IDEMPOTENT_CLEANTYPES, block_info=info)
+    return out[1] != 0, out[0]
+
+
 def frame_values(data, inmask, inbkg, invar, p, **compute_kw):
     """The image-wide values of a frame, computed now, pass after pass.
 

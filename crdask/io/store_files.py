@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shutil
+import threading
 import uuid
 
 import numpy as np
@@ -91,14 +92,23 @@ def remove_tree(path):
     return True
 
 
+_LOCAL = threading.local()
+
+
 def run_coroutine(coro):
-    """Run a Zarr coroutine to completion on a fresh event loop of this thread.
+    """Run a Zarr coroutine to completion on this thread's own event loop.
 
     Not on Zarr's shared I/O thread (``zarr.core.sync``): a full test-suite
     run once hung for good waiting on that thread after a coroutine raised,
-    under heavy load; a private loop per call cannot be left in a bad state
-    by another call, and costs well under a millisecond."""
-    return asyncio.run(coro)
+    under heavy load. Each calling thread keeps one private loop (made on
+    first use, never shared): a fresh loop per call would also start a fresh
+    pool of file-I/O threads each time, which cost ~0.1 s per frame write on
+    a loaded machine, far more than the writing. A loop left closed or
+    running by an error is replaced."""
+    loop = getattr(_LOCAL, "loop", None)
+    if loop is None or loop.is_closed() or loop.is_running():
+        loop = _LOCAL.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(coro)
 
 
 def json_default(o):

@@ -20,8 +20,10 @@ imports and warms up (numba cache) first, resets its peak-RSS counter
 (``/proc/self/clear_refs``), then times the whole job from file names to
 result in memory, and reports wall time and peak RSS (``VmHWM``, the whole
 process; ``ru_maxrss`` if the reset is not possible). Tools are alternated
-within each round (``--repeats`` rounds; figures are medians). ccdproc runs
-once per case (it is slow); ``--no-ccdproc`` skips it.
+within each round and the order is reversed every other round (``--repeats``
+rounds, default 2; figures are medians). Every tool gets the same warm-up (the
+same job on the first three frames, in the same process, before the clock
+starts) and the same number of rounds; ``--no-ccdproc`` leaves ccdproc out.
 
 Targets (issue): crdask >= 10x faster than ccdproc, faster than numpy, peak
 memory <= 1.5 GB for 30 and 100 frames. ``--quick``: 512x512 frames.
@@ -107,7 +109,7 @@ def _run_ccdproc(paths, job):
     def run(p):
         ccd = ccdproc.combine(list(p), method=method, unit="adu", **kw)
         return np.where(ccd.mask, np.nan, ccd.data) if ccd.mask is not None else ccd.data
-    return run, None
+    return run, lambda: run(paths[:3])
 
 
 def _run_numpy(paths, job):
@@ -124,7 +126,7 @@ def _run_numpy(paths, job):
         clipped = sigma_clip(stack, sigma_lower=3, sigma_upper=3, maxiters=1,
                              cenfunc="median", stdfunc="std", axis=0)
         return clipped.mean(axis=0).filled(np.nan)
-    return run, None
+    return run, lambda: run(paths[:3])
 
 
 def child(tool, job, listfile, outfile):
@@ -135,8 +137,7 @@ def child(tool, job, listfile, outfile):
         paths = json.load(fh)
     make = {"crdask": _run_crdask, "ccdproc": _run_ccdproc, "numpy": _run_numpy}[tool]
     run, warm = make(paths, job)
-    if warm is not None:
-        warm()
+    warm()  # every tool: the same job on three frames, so imports and caches are paid
     reset = _reset_peak()
     base = _status_kb("VmRSS")
     r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -182,7 +183,8 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=None, help="frame side (default 2048)")
     ap.add_argument("--nframes", default="30,100", help="comma-separated stack sizes")
     ap.add_argument("--jobs", default=",".join(JOBS), help="sigma,median")
-    ap.add_argument("--repeats", type=int, default=1, help="rounds of crdask/numpy")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="alternating rounds of every tool (default 2)")
     ap.add_argument("--no-ccdproc", action="store_true", help="skip ccdproc")
     ap.add_argument("--data-dir", default=None,
                     help="reuse/keep the FITS files here (default: a temporary dir)")
@@ -212,11 +214,9 @@ def main(argv=None):
             paths = want[:n]
             for job in jobs:
                 runs = {t: [] for t in TOOLS}
-                tools = ["crdask", "numpy"]
+                tools = ["crdask", "numpy"] + ([] if args.no_ccdproc else ["ccdproc"])
                 for r in range(args.repeats):
                     order = tools if r % 2 == 0 else tools[::-1]
-                    if r == 0 and not args.no_ccdproc:
-                        order = order + ["ccdproc"]
                     for tool in order:
                         rec = run_child(tool, job, paths, tmp, args.timeout)
                         runs[tool].append(rec)
