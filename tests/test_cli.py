@@ -234,6 +234,8 @@ def test_usage_errors_exit_1(tmp_path, args, text):
 
 def test_unreachable_scheduler_exit_1(tmp_path):
     import dask
+    import distributed  # noqa: F401  its config section must exist before the set below,
+    # or leaving the ``with`` removes the whole "distributed" section
 
     a, b = make_frame(tmp_path / "a.fits", 0), make_frame(tmp_path / "b.fits", 1)
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):

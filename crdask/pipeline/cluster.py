@@ -191,20 +191,43 @@ def _probe_scheduler(address, where, timeout, security):
     import asyncio
 
     from distributed.comm import connect as comm_connect
+    from distributed.comm.addressing import parse_address, parse_host_port
 
     kw = security.get_connection_args("client") if security is not None else {}
+    host, port = parse_host_port(parse_address(address)[1])
+
+    async def listening():
+        # Phase 1, a plain TCP connection: a refused port is retried until
+        # ``timeout`` (a scheduler may still be starting), as Dask does.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                   max(left, 0.05))
+                writer.close()
+                return
+            except OSError as e:   # refused, unreachable, or this attempt's deadline
+                if loop.time() + 0.25 >= deadline:
+                    # a plain OSError (not TimeoutError): "nothing listens"
+                    raise OSError(f"{type(e).__name__}: {e}" if str(e)
+                                  else type(e).__name__) from None
+                await asyncio.sleep(0.25)
 
     async def ask():
-        # The connect bounds itself (distributed retries a refused port until
-        # ``timeout``, then raises OSError); only the handshake after it gets
-        # our own deadline, so "nothing listens" and "something listens but
-        # is not a scheduler" never race each other for the same second.
-        comm = await comm_connect(address, timeout=timeout, **kw)
-        try:
-            await comm.write({"op": "identity", "reply": True})
-            return await asyncio.wait_for(comm.read(), timeout)
-        finally:
-            comm.abort()
+        await listening()
+        # Phase 2, something listens: the Dask handshake gets its own deadline
+        # (distributed's connect does not bound it: an HTTP server or the
+        # dashboard port would hang it).
+        async def identity():
+            comm = await comm_connect(address, timeout=timeout, **kw)
+            try:
+                await comm.write({"op": "identity", "reply": True})
+                return await comm.read()
+            finally:
+                comm.abort()
+        return await asyncio.wait_for(identity(), timeout)
 
     try:
         reply = asyncio.run(ask())
