@@ -9,6 +9,11 @@
 * :func:`keep_touching` -- the 8-connected groups of a mask that contain at
   least one seed pixel (numina's threshold rule for the auxiliary method and
   teareduce's peak/tail merge of the two-pass L.A.Cosmic).
+* :func:`sim_xy`, :func:`hist2d_add` -- the diagram coordinates of a
+  simulated stack and numpy's ``histogramdd`` binning of them (bins found
+  from the even spacing, then checked against the edges).
+* :func:`masked_mean_var_kernel` -- numpy.ma's mean and variance along the
+  stack (numina's ``MEANCR`` arithmetic), bit for bit, in one pass.
 
 Example
 -------
@@ -21,8 +26,20 @@ Example
 import numpy as np
 from numba import njit
 
-__all__ = ["stack_stats", "sim_xy", "sorted_xy", "bin_right", "hist2d_bin",
+__all__ = ["stack_stats", "sort_small", "sim_xy", "sorted_xy", "hist2d_bin",
            "masked_mean_var_kernel", "dilate8", "keep_touching", "label8", "hist2d_add"]
+
+
+@njit(cache=True, nogil=True)
+def sort_small(v):
+    """Sort the 1-D array ``v`` in place by insertion (n is small: 3..~20)."""
+    for a in range(1, v.shape[0]):
+        x = v[a]
+        b = a - 1
+        while b >= 0 and v[b] > x:
+            v[b + 1] = v[b]
+            b -= 1
+        v[b + 1] = x
 
 
 @njit(cache=True, nogil=True)
@@ -57,14 +74,7 @@ def stack_stats(stack, ncoinc):
                 s = f32(s + x)
             m = f32(s / f32(n))
             mea[j, i] = m
-            # insertion sort: n is small (3..~20)
-            for a in range(1, n):
-                x = v[a]
-                b = a - 1
-                while b >= 0 and v[b] > x:
-                    v[b + 1] = v[b]
-                    b -= 1
-                v[b + 1] = x
+            sort_small(v)
             t = f32(0.0)
             for k in range(kept):
                 t = f32(t + v[k])
@@ -154,13 +164,7 @@ def sorted_xy(v, ncoinc):
     the ``n - ncoinc`` smallest, ``y`` = median - x."""
     n = v.shape[0]
     kept = n - ncoinc
-    for a in range(1, n):
-        x = v[a]
-        b = a - 1
-        while b >= 0 and v[b] > x:
-            v[b + 1] = v[b]
-            b -= 1
-        v[b + 1] = x
+    sort_small(v)
     t = 0.0
     for k in range(kept):
         t += v[k]
@@ -222,19 +226,6 @@ def label8(mask):
                             stack[top] = jj * nx + ii
                             top += 1
     return lab, count
-
-
-@njit(cache=True, nogil=True)
-def bin_right(edges, v):
-    """``numpy.searchsorted(edges, v, side="right")`` for sorted float64 edges."""
-    lo, hi = 0, edges.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if v < edges[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
 
 
 @njit(cache=True, nogil=True)
