@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from crdask.cosmic.mm_stack import masked_mean_var
 from crdask.kernels.mm_stack import (dilate8, hist2d_add, keep_touching, label8, sim_xy,
                                      stack_stats)
 
@@ -118,3 +119,39 @@ def test_hist2d_add_matches_histogramdd(seed, m):
     h = np.zeros((100, 100), np.int64)
     hist2d_add(h, y, x, use, ey, ex)
     np.testing.assert_array_equal(h, ref.astype(np.int64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2 ** 31 - 1), st.integers(2, 40), st.booleans())
+def test_hist2d_add_any_edges_and_nan(seed, nb, even):
+    # the bin is guessed from the spacing and checked against the edges:
+    # uneven edges, values next to an edge and NaN must still bin as numpy
+    rng = np.random.default_rng(seed)
+    if even:
+        e = np.linspace(rng.normal(0, 10), rng.uniform(11, 200), nb)
+    else:
+        e = np.unique(rng.normal(0, 50, nb))
+        if e.size < 2:
+            e = np.array([0.0, 1.0])
+    v = np.concatenate([rng.normal(e.mean(), np.ptp(e) + 1, 300), e,
+                        np.nextafter(e, np.inf), np.nextafter(e, -np.inf), [np.nan]])
+    y, x = v, rng.permutation(v)
+    h = np.zeros((e.size - 1, e.size - 1), np.int64)
+    hist2d_add(h, y, x, np.ones(v.size, bool), e, e)
+    ok = ~np.isnan(y) & ~np.isnan(x)
+    ref, _ = np.histogramdd(sample=(y[ok], x[ok]), bins=(e, e))
+    np.testing.assert_array_equal(h, ref.astype(np.int64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(stacks(), st.sampled_from([0.0, 0.1, 0.5, 0.9]))
+def test_masked_mean_var_matches_numpy_ma(sk, frac):
+    # numina's MEANCR arithmetic (numpy.ma) bit for bit, fully masked and
+    # single-value pixels included
+    s, _ = sk
+    rng = np.random.default_rng(int(s.size))
+    mask = rng.random(s.shape) < frac
+    mean, var = masked_mean_var(s, mask)
+    ma = np.ma.array(s, mask=mask)
+    np.testing.assert_array_equal(mean, np.ma.mean(ma, axis=0).data.astype(np.float32))
+    np.testing.assert_array_equal(var, np.ma.var(ma, axis=0, ddof=1).data.astype(np.float32))

@@ -261,22 +261,24 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
     flag_aux = zero
     singles_clean = cube
     single_flags = [zero] * n
+    flag_mean = zero
     if use_la:
-        auxclean, flag_aux = aux(median2d, cleanable)
+        # the median, the mean and every exposure: independent runs, together
+        runs = aux.map([median2d, mean2d] + [cube[i] for i in range(n)], cleanable)
+        auxclean, flag_aux = runs[0]
+        flag_mean = runs[1][1]
         if use_mm:
             flag_aux = keep_touching(flag_aux, np.ascontiguousarray(y_med > threshold))
-        singles_clean, single_flags = [], []
-        for i in range(n):
-            c, f = aux(cube[i], cleanable)
-            singles_clean.append(c)
-            single_flags.append(f)
-        singles_clean = np.stack(singles_clean)
+        singles_clean = np.stack([c for c, _ in runs[2:]])
+        single_flags = [f for _, f in runs[2:]]
+        del runs
 
     boundary, diagram, offsets, flag_mm = None, None, [(0.0, 0.0)] * n, zero
     if use_mm:
         boundary, diagram, offsets = _boundary(p, stats, flag_aux, single_flags, singles_clean,
                                                ff, gain, rnoise, n, num_threads)
-        flag_mm = diagram_flags(min2d, y_med, max2d, boundary, threshold,
+        bvals = boundary(min2d)      # every diagram test below has x = min2d
+        flag_mm = diagram_flags(min2d, y_med, max2d, bvals, threshold,
                                 p["mm_minimum_max2d_rnoise"] * rnoise, np.ones_like(cleanable))
         flag_mm = dilate(flag_mm, p["mm_dilation"]) & cleanable
     flags = (2 * flag_mm.astype(np.int8) + 3 * flag_aux.astype(np.int8))
@@ -296,14 +298,14 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
         if not use_mm:
             return zero, zero
         y = target - xs
-        f = diagram_flags(xs, y, max2d, boundary, threshold, maxthr, cleanable)
+        f = diagram_flags(xs, y, max2d, bvals, threshold, maxthr, cleanable)
         return dilate(f, p["mm_dilation"]), np.ascontiguousarray(y > threshold)
 
     def finish(fa, fm, dilation):
         f = fa | fm
         return dilate(f, dilation) if dilation > 0 else f
 
-    fa = aux(mean2d, cleanable)[1] if use_la else zero
+    fa = flag_mean
     fm, above = mm_on(mean2d)
     if use_la and use_mm:
         fa = keep_touching(fa, above)
@@ -321,7 +323,10 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
         fm = fm & masks["MEANCRT"]
         masks[f"CRMASK{i + 1}"] = finish(fa, fm, p["dilation"])
     comb_cube = np.asarray(comb_stack) if p["apply_flux_factor_to"] == "original" else cube
-    meancr = combine(comb_cube, {**masks, "MEANCR": zero}, "meancr")[0]
+    base = base_statistics(comb_cube)
+    meancr = combine(comb_cube, {**masks, "MEANCR": zero}, "meancr", base=base)[0]
+    # the combinations of a numpy stack share these statistics
+    extra = {"base": base} if comb_cube is comb_stack else {}
     masks["MEANCR"] = aux(meancr, cleanable)[1] if use_la else zero.copy()
 
     if lazy:
@@ -332,7 +337,7 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
         stats = stats_lazy
     return MMResult(masks=masks, flags=flags, stats=stats, auxclean=auxclean, flux_factor=ff,
                     boundary=boundary, diagram=diagram, offsets=offsets, stack=comb_stack,
-                    params=p, threshold=threshold, gain=gain, rnoise=rnoise)
+                    params=p, threshold=threshold, gain=gain, rnoise=rnoise, extra=extra)
 
 
 def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise, n,
@@ -358,7 +363,7 @@ def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise,
         int(np.random.SeedSequence().entropy % (2 ** 63))
     rng = np.random.default_rng(seed)
     xlo, xhi, _, yhi = mb.diagram_limits(rng, p["mm_photon_distribution"], p["mm_nbinom_shape"],
-                                         gain, rnoise, np.max(min2d), n)
+                                         gain, rnoise, np.max(min2d), n, stream=p["mm_rng"])
     xlo = min(xlo, float(np.min(xplot)))
     xhi = max(xhi, float(np.max(xplot)))
     yhi *= 4.0 if shift else 2.0

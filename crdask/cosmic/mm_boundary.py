@@ -68,11 +68,16 @@ def piecewise_boundary(points):
 
 
 def diagram_limits(rng, distribution, nbinom_shape, gain, rnoise, maxvalue, n,
-                   npixels=10000):
+                   npixels=10000, *, stream="numina"):
     """(xmin, xmax, ymin, ymax) of the diagram from ``npixels`` simulated
     pixels at zero signal and at ``maxvalue`` (ADU), ``n`` exposures.
-    ``gain`` e-/ADU, ``rnoise`` ADU (scalars). Draws from ``rng``."""
+    ``gain`` e-/ADU, ``rnoise`` ADU (scalars). Draws from ``rng``: pixel by
+    pixel in numina's order (``stream='numina'``), or all pixels at once
+    (``'blocks'``: the same distributions, a different stream)."""
     maxvalue = max(float(maxvalue), 0.0)
+    if stream != "numina":
+        return _limits_at_once(rng, distribution, nbinom_shape, gain, rnoise, maxvalue, n,
+                               npixels)
     lam = np.full(n, maxvalue)
     xlo = ylo = np.inf
     xhi = yhi = -np.inf
@@ -98,6 +103,17 @@ def diagram_limits(rng, distribution, nbinom_shape, gain, rnoise, maxvalue, n,
         xhi = max(xhi, med)
         yhi = max(yhi, med - lo)
     return xlo, xhi, ylo, yhi
+
+
+def _limits_at_once(rng, distribution, nbinom_shape, gain, rnoise, maxvalue, n, npixels):
+    def med_min(d):
+        return np.median(d, axis=1), np.min(d, axis=1)
+    med, lo = med_min(rng.normal(loc=0, scale=rnoise, size=(npixels, n)))
+    lam = np.full((npixels, n), maxvalue)
+    hi = _draw(rng, lam, gain, rnoise, distribution, nbinom_shape, lam.shape)
+    mhi, lhi = med_min(hi)
+    return (float(med.min()), float(mhi.max()), float((med - lo).min()),
+            float((mhi - lhi).max()))
 
 
 def _draw(gen, lam, gain, rnoise, distribution, nbinom_shape, shape):

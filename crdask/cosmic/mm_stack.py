@@ -19,11 +19,10 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from ..kernels.mm_stack import dilate8, stack_stats
+from ..kernels.mm_stack import dilate8, masked_mean_var_kernel, stack_stats
 
 __all__ = ["stack_statistics", "diagram_flags", "dilate", "combine", "base_statistics",
-           "COMBINATIONS",
-           "STAT_NAMES"]
+           "masked_mean_var", "COMBINATIONS", "STAT_NAMES"]
 
 STAT_NAMES = ("min2d", "median2d", "mean2d", "max2d", "minimum", "var2d")
 #: numina's combinations, in its order.
@@ -55,12 +54,17 @@ def stack_statistics(stack, ncoinc):
 def diagram_flags(x, y, max2d, boundary, threshold, max_threshold, cleanable):
     """Pixels above the boundary: ``y > boundary(x)``, ``y > threshold``,
     ``max2d > max_threshold`` and ``cleanable`` (bool, same shape).
-    ``boundary`` maps float arrays to float arrays, pixel by pixel."""
-    def block(xb, yb, mb, cb):
-        return ((yb > boundary(xb)) & (yb > threshold) & (mb > max_threshold) & cb)
+    ``boundary`` maps float arrays to float arrays, pixel by pixel, or is
+    the array of its values at ``x`` already (evaluated once when several
+    tests share ``x``)."""
+    def block(xb, yb, mb, cb, bb=None):
+        bb = boundary(xb) if bb is None else bb
+        return ((yb > bb) & (yb > threshold) & (mb > max_threshold) & cb)
+    given = not callable(boundary)
     if _is_dask(x):
-        return da.map_blocks(block, x, y, max2d, cleanable, dtype=bool)
-    return block(x, y, max2d, cleanable)
+        extra = (da.asarray(boundary).rechunk(x.chunks),) if given else ()
+        return da.map_blocks(block, x, y, max2d, cleanable, *extra, dtype=bool)
+    return block(x, y, max2d, cleanable, boundary if given else None)
 
 
 def dilate(mask, iterations):
@@ -80,6 +84,22 @@ def base_statistics(stack):
     once and shared by the combinations)."""
     return {"minimum": np.min(stack, axis=0), "median": np.median(stack, axis=0),
             "mean": np.mean(stack, axis=0), "var": np.var(stack, axis=0, ddof=1)}
+
+
+def masked_mean_var(stack, mask):
+    """``np.ma.mean`` and ``np.ma.var(ddof=1)`` along axis 0 of a float32
+    stack ``(n, ...)`` with a bool ``mask`` (True = left out), as float32
+    ``.data`` (numina's MEANCR arithmetic), bit for bit, in one Numba pass
+    (:func:`crdask.kernels.mm_stack.masked_mean_var_kernel`) instead of
+    ``numpy.ma``'s temporaries. Non-finite stacks, and one-pixel frames
+    (which numpy sums in another order), go through ``numpy.ma`` itself."""
+    f32 = np.float32
+    if stack[0].size < 2 or not np.isfinite(stack).all():
+        ma = np.ma.array(stack, mask=mask)
+        return (np.ma.mean(ma, axis=0).data.astype(f32),
+                np.ma.var(ma, axis=0, ddof=1).data.astype(f32))
+    return masked_mean_var_kernel(np.ascontiguousarray(stack, dtype=np.float32),
+                                  np.ascontiguousarray(mask))
 
 
 def _combine_block(stack, masks, aux, combination, use_aux, base=None):
@@ -114,9 +134,7 @@ def _combine_block(stack, masks, aux, combination, use_aux, base=None):
         mp[mt] = 1
         return out.astype(f32), var.astype(f32), mp
     single = np.stack([masks[f"CRMASK{i + 1}"] for i in range(n)])
-    ma = np.ma.array(stack, mask=single)
-    out = np.ma.mean(ma, axis=0).data.astype(f32)
-    var = np.ma.var(ma, axis=0, ddof=1).data.astype(f32)
+    out, var = masked_mean_var(stack, single)
     total = single.sum(axis=0)
     nodata = total == n
     out[nodata] = aux[nodata] if use_aux else minimum[nodata]

@@ -9,6 +9,11 @@
 * :func:`keep_touching` -- the 8-connected groups of a mask that contain at
   least one seed pixel (numina's threshold rule for the auxiliary method and
   teareduce's peak/tail merge of the two-pass L.A.Cosmic).
+* :func:`sim_xy`, :func:`hist2d_add` -- the diagram coordinates of a
+  simulated stack and numpy's ``histogramdd`` binning of them (bins found
+  from the even spacing, then checked against the edges).
+* :func:`masked_mean_var_kernel` -- numpy.ma's mean and variance along the
+  stack (numina's ``MEANCR`` arithmetic), bit for bit, in one pass.
 
 Example
 -------
@@ -21,7 +26,20 @@ Example
 import numpy as np
 from numba import njit
 
-__all__ = ["stack_stats", "sim_xy", "dilate8", "keep_touching", "label8", "hist2d_add"]
+__all__ = ["stack_stats", "sort_small", "sim_xy", "sorted_xy", "hist2d_bin",
+           "masked_mean_var_kernel", "dilate8", "keep_touching", "label8", "hist2d_add"]
+
+
+@njit(cache=True, nogil=True)
+def sort_small(v):
+    """Sort the 1-D array ``v`` in place by insertion (n is small: 3..~20)."""
+    for a in range(1, v.shape[0]):
+        x = v[a]
+        b = a - 1
+        while b >= 0 and v[b] > x:
+            v[b + 1] = v[b]
+            b -= 1
+        v[b + 1] = x
 
 
 @njit(cache=True, nogil=True)
@@ -56,14 +74,7 @@ def stack_stats(stack, ncoinc):
                 s = f32(s + x)
             m = f32(s / f32(n))
             mea[j, i] = m
-            # insertion sort: n is small (3..~20)
-            for a in range(1, n):
-                x = v[a]
-                b = a - 1
-                while b >= 0 and v[b] > x:
-                    v[b + 1] = v[b]
-                    b -= 1
-                v[b + 1] = x
+            sort_small(v)
             t = f32(0.0)
             for k in range(kept):
                 t = f32(t + v[k])
@@ -147,12 +158,30 @@ def keep_touching(mask, seed):
 
 
 @njit(cache=True, nogil=True)
+def sorted_xy(v, ncoinc):
+    """Sort the float64 values ``v`` ``(n,)`` in place (insertion sort: n is
+    small) and return the diagram coordinates ``(x, y)``: ``x`` = mean of
+    the ``n - ncoinc`` smallest, ``y`` = median - x."""
+    n = v.shape[0]
+    kept = n - ncoinc
+    sort_small(v)
+    t = 0.0
+    for k in range(kept):
+        t += v[k]
+    m = t / kept
+    if n % 2 == 1:
+        med = v[n // 2]
+    else:
+        med = (v[n // 2 - 1] + v[n // 2]) / 2.0
+    return m, med - m
+
+
+@njit(cache=True, nogil=True)
 def sim_xy(stack, ncoinc):
     """Diagram coordinates of a float64 stack ``(n, ny, nx)``:
     ``x`` = mean of the ``n - ncoinc`` smallest values, ``y`` = median - x
     (both float64 ``(ny, nx)``)."""
     n, ny, nx = stack.shape
-    kept = n - ncoinc
     xo = np.empty((ny, nx), np.float64)
     yo = np.empty((ny, nx), np.float64)
     v = np.empty(n, np.float64)
@@ -160,23 +189,7 @@ def sim_xy(stack, ncoinc):
         for i in range(nx):
             for k in range(n):
                 v[k] = stack[k, j, i]
-            for a in range(1, n):
-                x = v[a]
-                b = a - 1
-                while b >= 0 and v[b] > x:
-                    v[b + 1] = v[b]
-                    b -= 1
-                v[b + 1] = x
-            t = 0.0
-            for k in range(kept):
-                t += v[k]
-            m = t / kept
-            if n % 2 == 1:
-                med = v[n // 2]
-            else:
-                med = (v[n // 2 - 1] + v[n // 2]) / 2.0
-            xo[j, i] = m
-            yo[j, i] = med - m
+            xo[j, i], yo[j, i] = sorted_xy(v, ncoinc)
     return xo, yo
 
 
@@ -216,16 +229,44 @@ def label8(mask):
 
 
 @njit(cache=True, nogil=True)
-def _right(edges, v):
-    # numpy.searchsorted(edges, v, side="right")
-    lo, hi = 0, edges.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if v < edges[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+def hist2d_bin(hist, yv, xv, edges_y, edges_x):
+    """Add the point ``(yv, xv)`` to ``hist`` as ``numpy.histogramdd`` bins
+    it (bins closed on the left, the last one on both sides; outside or NaN
+    left out). For evenly spaced edges the bin is guessed arithmetically
+    and then checked against the edges, so any edges give numpy's bin."""
+    ny = edges_y.shape[0]
+    nx = edges_x.shape[0]
+    iy = _bin_of(edges_y, yv)
+    if yv == edges_y[ny - 1]:
+        iy -= 1
+    ix = _bin_of(edges_x, xv)
+    if xv == edges_x[nx - 1]:
+        ix -= 1
+    if iy <= 0 or iy >= ny or ix <= 0 or ix >= nx:
+        return
+    hist[iy - 1, ix - 1] += 1
+
+
+@njit(cache=True, nogil=True)
+def _bin_of(edges, v):
+    # searchsorted(edges, v, 'right'): a guess from the spacing, then moved
+    # until edges[i - 1] <= v < edges[i] (exact for any sorted edges)
+    m = edges.shape[0]
+    lo, hi = edges[0], edges[m - 1]
+    if not (v >= lo):                    # below, or NaN
+        return 0 if v < lo else m
+    if v >= hi:
+        return m
+    i = int((v - lo) / (hi - lo) * (m - 1)) + 1
+    if i < 1:
+        i = 1
+    elif i > m - 1:
+        i = m - 1
+    while i > 1 and v < edges[i - 1]:
+        i -= 1
+    while i < m and v >= edges[i]:
+        i += 1
+    return i
 
 
 @njit(cache=True, nogil=True)
@@ -235,19 +276,41 @@ def hist2d_add(hist, y, x, usable, edges_y, edges_x):
     as ``numpy.histogramdd((y, x), bins=(edges_y, edges_x))``: bins closed
     on the left, the last one on both sides, points outside (or NaN) left
     out."""
-    ny = edges_y.shape[0]
-    nx = edges_x.shape[0]
     for k in range(y.shape[0]):
-        if not usable[k]:
-            continue
-        yv = y[k]
-        xv = x[k]
-        iy = _right(edges_y, yv)
-        if yv == edges_y[ny - 1]:
-            iy -= 1
-        ix = _right(edges_x, xv)
-        if xv == edges_x[nx - 1]:
-            ix -= 1
-        if iy <= 0 or iy >= ny or ix <= 0 or ix >= nx:
-            continue
-        hist[iy - 1, ix - 1] += 1
+        if usable[k]:
+            hist2d_bin(hist, y[k], x[k], edges_y, edges_x)
+
+
+@njit(cache=True, nogil=True)
+def masked_mean_var_kernel(stack, mask):
+    """``numpy.ma`` mean and variance (ddof=1) along axis 0 of a float32
+    stack ``(n, ny, nx)`` with a bool ``mask`` (True = left out), with
+    numpy.ma's arithmetic: the kept values summed in float32 in frame order,
+    divided by the count in float64; the squared float64 anomalies summed
+    in frame order and divided by ``count - 1`` (0 where fewer than two
+    values are kept; the mean 0 where none is). Returns two float32
+    ``(ny, nx)``. Finite inputs only (numpy.ma masks non-finite results)."""
+    n, ny, nx = stack.shape
+    mean = np.empty((ny, nx), np.float32)
+    var = np.empty((ny, nx), np.float32)
+    for j in range(ny):
+        for i in range(nx):
+            s = np.float32(0.0)
+            c = 0
+            for k in range(n):
+                if not mask[k, j, i]:
+                    s = np.float32(s + stack[k, j, i])
+                    c += 1
+            if c == 0:
+                mean[j, i] = 0.0
+                var[j, i] = 0.0
+                continue
+            m = float(s) / c
+            mean[j, i] = m
+            q = 0.0
+            for k in range(n):
+                if not mask[k, j, i]:
+                    d = float(stack[k, j, i]) - m
+                    q += d * d
+            var[j, i] = q / (c - 1) if c > 1 else q
+    return mean, var

@@ -141,7 +141,8 @@ def write_plots(result, out, *, overwrite=True):
         ax.set_xlabel("min2d [ADU]")
     axes[0].set_ylabel("median2d - min2d [ADU]")
     axes[0].legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
+    # fixed margins: tight_layout measures every tick label (a second per run)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.08)
     path = out / "diagnostic_histogram2d.png"
     _save(fig, path, overwrite)
     paths.append(path)
@@ -162,7 +163,7 @@ def write_plots(result, out, *, overwrite=True):
     ax.set_xlabel("min2d [ADU]")
     ax.set_ylabel("median2d - min2d [ADU]")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.96)
     path = out / "diagnostic_mediancr.png"
     _save(fig, path, overwrite)
     paths.append(path)
@@ -196,7 +197,7 @@ def write_plots(result, out, *, overwrite=True):
     ax.set_axis_off()
     ax.set_title(f"MEDIANCR features 1-{k} of {n} (median | cleaned median); "
                  "positions in mediancr_identified_*.csv", fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.88)
     path = out / "mediancr_identified.png"
     _save(fig, path, overwrite)
     paths.append(path)
