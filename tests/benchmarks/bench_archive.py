@@ -55,19 +55,20 @@ CALIBS = dict(n_bias=3, dark_times=(60,), n_dark=2, filters=("V",), n_flat=3)
 CHILD = """
 import json, resource, sys, time
 from crdask.pipeline.archive import run_archive
-third, done, at_third = int(sys.argv[7]), [0], [None]
+third, done, at_third, trend = int(sys.argv[7]), [0], [None], []
 def log(line):
     if line.startswith("[") and " reduced, " in line and " set aside, in " in line:
         done[0] += 1
+        trend.append(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
         if done[0] == third:
-            at_third[0] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            at_third[0] = trend[-1]
 t = time.perf_counter()
 r = run_archive(sys.argv[1], sys.argv[2], output=sys.argv[3], nights=sys.argv[4] or None,
                 max_nights_in_flight=int(sys.argv[5]), log=log,
                 connect_kw={"workers": int(sys.argv[6]), "threads_per_worker": 1})
 print("RESULT " + json.dumps({"wall": time.perf_counter() - t, "exit": r.exit_code,
       "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-      "maxrss_third_mib": at_third[0], "nights_done": done[0],
+      "maxrss_third_mib": at_third[0], "nights_done": done[0], "maxrss_by_night": trend,
       "summary": {k: v for k, v in r.summary.items() if k != "nights"}}))
 """
 
@@ -213,6 +214,7 @@ def main():
           f"{big['maxrss_mib']:.0f} MiB -> {mem_ratio:.3f} (goal <= 1.10; "
           f"{'separate runs' if a.separate_memory_run else 'same run'}); "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"client peak RSS after each night (MiB): {big['maxrss_by_night']}", flush=True)
 
     # 2. SIGKILL in the middle, rerun
     kn = names[:a.kill_nights or n_nights]
@@ -253,9 +255,11 @@ def main():
                "overhead2_ms_per_frame": overhead2_ms, "median_task_s": single,
                "client_maxrss_mib": {str(third): small["maxrss_mib"],
                                      str(n_nights): big["maxrss_mib"]},
-               "memory_ratio": mem_ratio, "anchor_nights": k,
+               "memory_ratio": mem_ratio, "maxrss_by_night": big["maxrss_by_night"],
+               "anchor_nights": k,
                "archive_s": min(t_arch) if t_arch else None,
-               "loop_s": min(t_loop) if t_loop else None, "ratio_loop_over_archive": ratio, "kill_rerun": kr,
+               "loop_s": min(t_loop) if t_loop else None, "ratio_loop_over_archive": ratio,
+               "kill_rerun": kr,
                "load": [load_before[0], load_after[0]], "machine": info})
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
