@@ -7,13 +7,17 @@ Measures, each ``crdask archive`` in its own process (the client) with its
 own LocalCluster:
 
 1. total time of the archive (N nights) and the per-frame scheduling
-   overhead: ``(wall x task slots - sum of the frame tasks' own seconds) /
-   frames`` -- everything that is not a frame task (planning, masters,
-   reports, waiting), spread over the frames (goal <= 50 ms);
+   overhead, two ways: ``(wall x task slots - sum of the frame tasks' own
+   seconds) / frames`` -- every slot-second that is not a frame task
+   (planning, masters, reports, idle slots, scheduling), spread over the
+   frames -- and ``wall x slots / frames - median frame task`` (goal <= 50
+   ms); the task seconds are the ledger's, measured inside the tasks;
 2. the client's peak memory (``ru_maxrss`` of the archive process; workers
-   are separate processes) for N/3 vs N nights: flat within 10%;
+   are separate processes) once N/3 nights are finished vs at the end of the
+   same run (or, ``--separate-memory-run``, N/3 nights in a run of their
+   own): flat within 10%;
 3. a rerun after the archive is SIGKILLed in the middle reduces only the
-   nights that were not finished;
+   nights that were not finished (``--kill-nights K``: on the first K);
 4. the anchor: the same first nights reduced by a shell-style loop of one
    ``crdask run`` per night (what a user does without archive mode),
    alternated with the archive on the same nights, same warm-up.
@@ -46,16 +50,25 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1",
        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 CALIBS = dict(n_bias=3, dark_times=(60,), n_dark=2, filters=("V",), n_flat=3)
 
-# Run as a child: one archive, print the client's peak RSS.
+# Run as a child: one archive; print the client's peak RSS once a third of
+# the nights are finished and at the end (ru_maxrss is the peak so far).
 CHILD = """
 import json, resource, sys, time
 from crdask.pipeline.archive import run_archive
+third, done, at_third, trend = int(sys.argv[7]), [0], [None], []
+def log(line):
+    if line.startswith("[") and " reduced, " in line and " set aside, in " in line:
+        done[0] += 1
+        trend.append(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        if done[0] == third:
+            at_third[0] = trend[-1]
 t = time.perf_counter()
 r = run_archive(sys.argv[1], sys.argv[2], output=sys.argv[3], nights=sys.argv[4] or None,
-                max_nights_in_flight=int(sys.argv[5]), log=lambda line: None,
+                max_nights_in_flight=int(sys.argv[5]), log=log,
                 connect_kw={"workers": int(sys.argv[6]), "threads_per_worker": 1})
 print("RESULT " + json.dumps({"wall": time.perf_counter() - t, "exit": r.exit_code,
       "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "maxrss_third_mib": at_third[0], "nights_done": done[0], "maxrss_by_night": trend,
       "summary": {k: v for k, v in r.summary.items() if k != "nights"}}))
 """
 
@@ -71,9 +84,9 @@ def simulate(root, n_nights, n_frames, size):
     return names
 
 
-def archive_child(root, tpl, out, nights, in_flight, workers):
+def archive_child(root, tpl, out, nights, in_flight, workers, third=0):
     res = subprocess.run([sys.executable, "-c", CHILD, str(root), str(tpl), str(out),
-                          nights or "", str(in_flight), str(workers)], env=ENV,
+                          nights or "", str(in_flight), str(workers), str(third)], env=ENV,
                          capture_output=True, text=True)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
     if res.returncode != 0 or not lines:
@@ -82,16 +95,19 @@ def archive_child(root, tpl, out, nights, in_flight, workers):
 
 
 def task_seconds(out, names):
-    total, n = 0.0, 0
+    """(sum, count, median) of the done frame tasks' own seconds (ledger)."""
+    total, n, each = 0.0, 0, []
     for name in names:
         for p in (out / name / "ledger").glob("*.json"):
             if p.stem == "masters" or p.name.startswith("."):
                 continue
             e = json.loads(p.read_text())
             if e.get("status") == "done":
-                total += float(e.get("seconds") or 0.0)
+                each.append(float(e.get("seconds") or 0.0))
+                total += each[-1]
                 n += 1
-    return total, n
+    each.sort()
+    return total, n, each[len(each) // 2] if each else 0.0
 
 
 def loop_of_runs(root, names, out, workers):
@@ -144,6 +160,11 @@ def main():
     ap.add_argument("--in-flight", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--anchor-nights", type=int, default=3)
+    ap.add_argument("--kill-nights", type=int, default=None,
+                    help="nights in the kill-and-rerun archive [default: all]")
+    ap.add_argument("--separate-memory-run", action="store_true",
+                    help="measure N/3 nights in a run of their own (default: the peak RSS "
+                         "of the full run once N/3 nights are finished)")
     ap.add_argument("--keep", default=None, help="keep the simulated nights in this folder")
     a = ap.parse_args()
     n_nights = a.nights or (6 if a.quick else 30)
@@ -170,48 +191,75 @@ def main():
         shutil.rmtree(d, ignore_errors=True)
         return d
 
-    # anchor vs archive on the first nights, alternating, each once warm-up first
-    k = min(a.anchor_nights, n_nights)
-    sel = f"{names[0]}..{names[k - 1]}"
-    archive_child(root, tpl, fresh("warm"), names[0], a.in_flight, a.workers)     # warm-up
-    loop_of_runs(root, names[:1], fresh("warm_loop"), a.workers)                 # warm-up
-    t_arch, t_loop = [], []
-    for _ in range(2):
-        t_arch.append(archive_child(root, tpl, fresh("cmp_a"), sel, a.in_flight,
-                                    a.workers)["wall"])
-        t_loop.append(loop_of_runs(root, names[:k], fresh("cmp_l"), a.workers))
-    ratio = min(t_loop) / min(t_arch)
-    print(f"{k} nights: archive {min(t_arch):.1f} s vs loop of crdask run {min(t_loop):.1f} s"
-          f" -> {ratio:.2f}x", flush=True)
-
-    # memory: N/3 nights vs N nights
+    # 1. the full archive (total time, overhead; client peak RSS once N/3
+    # nights are finished and at the end of the same run)
     third = max(1, n_nights // 3)
-    small = archive_child(root, tpl, fresh("mem_small"), f"{names[0]}..{names[third - 1]}",
-                          a.in_flight, a.workers)
     big_out = fresh("full")
-    big = archive_child(root, tpl, big_out, None, a.in_flight, a.workers)
-    secs, nframes = task_seconds(big_out, names)
+    big = archive_child(root, tpl, big_out, None, a.in_flight, a.workers, third)
+    secs, nframes, single = task_seconds(big_out, names)
     overhead_ms = 1000 * (big["wall"] * slots - secs) / max(nframes, 1)
-    mem_ratio = big["maxrss_mib"] / small["maxrss_mib"]
+    # the second definition: wall per frame (with `slots` frames at a time)
+    # minus the median frame task's own time
+    overhead2_ms = 1000 * (big["wall"] * slots / max(nframes, 1) - single)
     print(f"{n_nights} nights, {nframes} frames: {big['wall']:.1f} s total; frame tasks "
-          f"{secs:.1f} s; overhead {overhead_ms:.0f} ms per frame (goal <= 50)", flush=True)
+          f"{secs:.1f} s (median {single:.3f} s); overhead (wall x {slots} - tasks) / frames "
+          f"= {overhead_ms:.0f} ms per frame; wall x {slots} / frames - median task = "
+          f"{overhead2_ms:.0f} ms (goal <= 50); load {os.getloadavg()[0]:.2f}", flush=True)
+    small = {"maxrss_mib": big["maxrss_third_mib"]}
+    if a.separate_memory_run:     # N/3 nights in a process of their own
+        small = archive_child(root, tpl, fresh("mem_small"),
+                              f"{names[0]}..{names[third - 1]}", a.in_flight, a.workers)
+    mem_ratio = big["maxrss_mib"] / small["maxrss_mib"]
     print(f"client peak memory: {third} nights {small['maxrss_mib']:.0f} MiB, {n_nights} nights "
-          f"{big['maxrss_mib']:.0f} MiB -> {mem_ratio:.3f} (goal <= 1.10)", flush=True)
+          f"{big['maxrss_mib']:.0f} MiB -> {mem_ratio:.3f} (goal <= 1.10; "
+          f"{'separate runs' if a.separate_memory_run else 'same run'}); "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"client peak RSS after each night (MiB): {big['maxrss_by_night']}", flush=True)
 
-    kr = kill_and_rerun(root, tpl, fresh("killed"), names, a.in_flight, a.workers)
+    # 2. SIGKILL in the middle, rerun
+    kn = names[:a.kill_nights or n_nights]
+    kroot = root
+    if len(kn) < n_nights:        # a sub-archive of the first nights (links, no copies)
+        kroot = work / "raw_kill"
+        kroot.mkdir(exist_ok=True)
+        for name in kn:
+            if not (kroot / name).exists():
+                (kroot / name).symlink_to(root / name, target_is_directory=True)
+    kr = kill_and_rerun(kroot, tpl, fresh("killed"), kn, a.in_flight, a.workers)
     print(f"kill in the middle: {kr['finished_before_kill']} nights finished before the kill; "
           f"rerun reduced {kr['rerun_reduced']}, skipped {kr['rerun_skipped']} "
-          f"(only the missing ones: {kr['only_missing']})", flush=True)
+          f"(only the missing ones: {kr['only_missing']}); load {os.getloadavg()[0]:.2f}",
+          flush=True)
+
+    # 3. the anchor: archive vs a loop of crdask run on the first nights,
+    # alternating, after one warm-up each (--anchor-nights 0 skips it)
+    k = min(a.anchor_nights, n_nights)
+    t_arch, t_loop, ratio = [], [], None
+    if k:
+        sel = f"{names[0]}..{names[k - 1]}"
+        archive_child(root, tpl, fresh("warm"), names[0], a.in_flight, a.workers)
+        loop_of_runs(root, names[:1], fresh("warm_loop"), a.workers)
+        for _ in range(2):
+            t_arch.append(archive_child(root, tpl, fresh("cmp_a"), sel, a.in_flight,
+                                        a.workers)["wall"])
+            t_loop.append(loop_of_runs(root, names[:k], fresh("cmp_l"), a.workers))
+        ratio = min(t_loop) / min(t_arch)
+        print(f"{k} nights: archive {min(t_arch):.1f} s vs loop of crdask run "
+              f"{min(t_loop):.1f} s -> {ratio:.2f}x", flush=True)
     load_after = os.getloadavg()
     print(f"load average after: {load_after[0]:.2f}", flush=True)
     emit_json({"bench": "archive", "nights": n_nights, "frames_per_night": n_frames,
                "size": size, "workers": a.workers, "in_flight": a.in_flight,
                "total_s": big["wall"], "frames": nframes, "task_s": secs,
                "overhead_ms_per_frame": overhead_ms,
+               "overhead2_ms_per_frame": overhead2_ms, "median_task_s": single,
                "client_maxrss_mib": {str(third): small["maxrss_mib"],
                                      str(n_nights): big["maxrss_mib"]},
-               "memory_ratio": mem_ratio, "anchor_nights": k, "archive_s": min(t_arch),
-               "loop_s": min(t_loop), "ratio_loop_over_archive": ratio, "kill_rerun": kr,
+               "memory_ratio": mem_ratio, "maxrss_by_night": big["maxrss_by_night"],
+               "anchor_nights": k,
+               "archive_s": min(t_arch) if t_arch else None,
+               "loop_s": min(t_loop) if t_loop else None, "ratio_loop_over_archive": ratio,
+               "kill_rerun": kr,
                "load": [load_before[0], load_after[0]], "machine": info})
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
