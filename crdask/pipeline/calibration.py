@@ -19,6 +19,9 @@ Decisions, written down:
   text), per-row median by default; trim to ``trim`` (DATASEC); x gain.
   A frame with no such keyword is not overscan-corrected / not trimmed, and
   the HISTORY says so.
+* With ``amplifiers`` set (``instrument.amplifiers``), ``electrons`` corrects
+  each amplifier on its own instead (overscan level, gain, read-noise map)
+  and assembles the frame in detector order (:mod:`.amplifier_frames`).
 * Gain and read noise come from the setup, else from the header keywords of
   the catalogue's keyword map; a frame with neither is set aside.
 * Masters are combined with an average after one pass of sigma clipping
