@@ -270,9 +270,9 @@ BAD = [
      "date, time, gain, readnoise, binning, binning_pairs"),
     ("instrument", {"instrument": {"biassec": "X"}},
      "instrument.biassec: unknown key; allowed: overscan, trim, overscan_statistic, "
-     "overscan_fit, overscan_order, bias_level, gain, readnoise, saturation"),
+     "overscan_fit, overscan_order, bias_level, gain, readnoise, saturation, amplifiers"),
     ("steps", {"steps": {"clean": {}}},
-     "steps.clean: unknown key; allowed: masters, calibrate, cosmics"),
+     "steps.clean: unknown key; allowed: masters, calibrate, cosmics, qa"),
     ("masters", {"steps": {"masters": {"norm": "median"}}},
      "steps.masters.norm: unknown key; allowed: enabled, combine, flat_norm, flat_region, "
      "hot_sigma, hot_floor, low_flat"),
@@ -329,7 +329,7 @@ BAD = [
      "keywords.type: expected a list, got a mapping {'a': 1}; allowed: a list of header "
      "keywords, tried in order"),
     ("steps-list", {"steps": []},
-     "steps: expected a mapping, got a list []; allowed: masters, calibrate, cosmics"),
+     "steps: expected a mapping, got a list []; allowed: masters, calibrate, cosmics, qa"),
     ("groups-type", {"steps": {"cosmics": {"overrides": {"filter": "R"}}}},
      "steps.cosmics.overrides: expected a list, got a mapping {'filter': 'R'}; allowed: a list "
      "of {match, params}"),

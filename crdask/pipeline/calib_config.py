@@ -38,7 +38,8 @@ from .schema import (
 )
 
 __all__ = ["KEYWORD_FIELDS", "COMBINE_DEFAULTS", "INPUTS_DEFAULTS", "KEYWORDS_DEFAULTS",
-           "INSTRUMENT_DEFAULTS", "MASTERS_DEFAULTS", "FLAT_NORMS", "inputs_section",
+           "INSTRUMENT_DEFAULTS", "MASTERS_DEFAULTS", "FLAT_NORMS", "AMPLIFIER_KEYS",
+           "amplifiers_setting", "inputs_section",
            "keywords_section", "instrument_section", "masters_section"]
 
 #: ``keywords`` names -> :class:`KeywordMap` fields.
@@ -93,6 +94,7 @@ INSTRUMENT_DEFAULTS = {
     "gain": _CALIB.gain,                              # None = header
     "readnoise": _CALIB.readnoise,                    # None = header
     "saturation": _CALIB.saturation,                  # None = SATURATE or 65535
+    "amplifiers": _CALIB.amplifiers,                  # None = one amplifier (above)
 }
 MASTERS_DEFAULTS = {
     "enabled": True,
@@ -227,6 +229,78 @@ def instrument_section(ctx, raw):
     out["readnoise"] = ctx.number(v["readnoise"], j("readnoise"), minimum=0, none_ok=True)
     out["saturation"] = ctx.number(v["saturation"], j("saturation"), minimum=0, strict=True,
                                    none_ok=True)
+    out["amplifiers"] = amplifiers_setting(ctx, v["amplifiers"], j("amplifiers"))
+    return out
+
+
+#: ``instrument.amplifiers`` list entries: the keys of
+#: :func:`crdask.io.amplifiers.amplifiers_from_config`.
+AMPLIFIER_KEYS = ("name", "data", "overscan", "gain", "readnoise", "detsec",
+                  "overscan_axis", "bias_level")
+_AMPS_ALLOWED = ("null (one amplifier: overscan/trim/gain above), 'header' (each frame's "
+                 "DATASECn/BIASSECn/GAINn/RDNOISEn/DETSECn keywords) or a list of "
+                 "{name, data, overscan, gain, readnoise, detsec, overscan_axis, bias_level}")
+
+
+def amplifiers_setting(ctx, value, path):
+    """``instrument.amplifiers``: ``None``, ``'header'`` or a checked list of
+    plain mappings (sections as FITS text, numbers as floats).
+
+    Example
+    -------
+    >>> from pathlib import Path
+    >>> from crdask.pipeline.schema import Checker
+    >>> amplifiers_setting(Checker("n.yaml", Path(".")), [{"data": "[1:50,1:100]",
+    ...     "overscan": "[51:60,1:100]", "gain": 1.5, "readnoise": 4}], "a")[0]["name"]
+    '1'
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() != "header":
+            raise ctx.error(path, f"{show(value)} is not allowed", _AMPS_ALLOWED)
+        return "header"
+    if not isinstance(value, list) or not value:
+        raise ctx.error(path, f"expected a non-empty list, got {type_name(value)} "
+                              f"{show(value)}", _AMPS_ALLOWED)
+    out = []
+    for i, entry in enumerate(value):
+        p = join_path(path, i)
+        entry = ctx.mapping(entry, p, list(AMPLIFIER_KEYS), none_ok=False)
+        e = {"name": str(entry.get("name", i + 1))}
+        for key in ("data", "overscan", "detsec"):
+            sec = entry.get(key)
+            if sec is None:
+                if key == "data":
+                    raise ctx.error(join_path(p, key), "missing", "a FITS section")
+                e[key] = None
+                continue
+            reject_yaml_list(ctx, sec, join_path(p, key), "a FITS section '[x1:x2,y1:y2]'")
+            sec = ctx.text(sec, join_path(p, key), allowed="a FITS section '[x1:x2,y1:y2]'")
+            try:
+                parse_section(sec)
+            except SectionError as err:
+                raise ctx.error(join_path(p, key), err.problem,
+                                "a FITS section '[x1:x2,y1:y2]'") from None
+            e[key] = sec
+        if entry.get("gain") is None or entry.get("readnoise") is None:
+            missing = "gain" if entry.get("gain") is None else "readnoise"
+            raise ctx.error(join_path(p, missing), "missing",
+                            "a number > 0 (e-/ADU)" if missing == "gain"
+                            else "a number >= 0 (e-)")
+        e["gain"] = ctx.number(entry["gain"], join_path(p, "gain"), minimum=0, strict=True)
+        e["readnoise"] = ctx.number(entry["readnoise"], join_path(p, "readnoise"), minimum=0)
+        axis = entry.get("overscan_axis")
+        if axis is not None and (isinstance(axis, bool) or axis not in (0, 1)):
+            raise ctx.error(join_path(p, "overscan_axis"), f"{show(axis)} is not allowed",
+                            "null (from the strip's shape), 0 (rows) or 1 (columns)")
+        e["overscan_axis"] = axis
+        e["bias_level"] = ctx.number(entry.get("bias_level", 0.0),
+                                     join_path(p, "bias_level"))
+        out.append(e)
+    names = [e["name"] for e in out]
+    if len(set(names)) != len(names):
+        raise ctx.error(path, f"amplifier names must be unique, got {names}", _AMPS_ALLOWED)
     return out
 
 

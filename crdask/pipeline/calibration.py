@@ -19,6 +19,9 @@ Decisions, written down:
   text), per-row median by default; trim to ``trim`` (DATASEC); x gain.
   A frame with no such keyword is not overscan-corrected / not trimmed, and
   the HISTORY says so.
+* With ``amplifiers`` set (``instrument.amplifiers``), ``electrons`` corrects
+  each amplifier on its own instead (overscan level, gain, read-noise map)
+  and assembles the frame in detector order (:mod:`.amplifier_frames`).
 * Gain and read noise come from the setup, else from the header keywords of
   the catalogue's keyword map; a frame with neither is set aside.
 * Masters are combined with an average after one pass of sigma clipping
@@ -51,6 +54,7 @@ from ..io.fits import FitsInputError
 from ..io.products import write_master
 from ..io.raw import open_lazy, read_header
 from ..io.sections import header_section, parse_section
+from .amplifier_frames import amplifier_frame
 
 __all__ = ["CalibSetup", "FrameRejected", "electrons", "build_masters"]
 
@@ -93,6 +97,13 @@ class CalibSetup:
         robust sigma and above hot_floor e-/s are bad.
     low_flat : flat pixels below this response are bad.
     chunk_rows : rows per chunk when reading raw frames.
+    amplifiers : None = one amplifier (``overscan``, ``trim``, ``gain``,
+        ``readnoise`` above); ``'header'`` = each frame's amplifier keywords
+        (numbered ``DATASECn``/``BIASSECn``/``GAINn``/``RDNOISEn``/``DETSECn``,
+        :func:`crdask.io.amplifiers.amplifiers_from_header`); or a list of
+        mappings as ``instrument.amplifiers`` in a workflow. With amplifiers,
+        every frame (bias, dark, flat, science) is corrected per amplifier and
+        assembled in detector order (:mod:`crdask.pipeline.amplifier_frames`).
     """
 
     hdu: object = None
@@ -116,6 +127,7 @@ class CalibSetup:
     hot_floor: float = 0.5
     low_flat: float = 0.5
     chunk_rows: int = 512
+    amplifiers: object = None
 
 
 @dataclass
@@ -130,6 +142,8 @@ class Prepared:
     readnoise: float
     exptime: float | None
     notes: list
+    readnoise_map: object = None   # dask (ny, nx) float32 e- per amplifier, or None
+    layout: object = None          # crdask.calib.amplifiers.AmplifierLayout, or None
 
 
 def _where(path, setup, header=None):
@@ -173,6 +187,20 @@ def electrons(path, setup, exptime=None):
         raw = open_lazy(path, setup.hdu, chunks=(setup.chunk_rows, -1))
     except FitsInputError as e:
         raise FrameRejected(str(e)) from None
+    satlevel = setup.saturation
+    if satlevel is None:
+        satlevel = float(header.get("SATURATE", 65535.0))
+    saturated = raw >= np.float32(satlevel)
+    if setup.amplifiers is not None:
+        try:
+            amp = amplifier_frame(raw, saturated, header, setup,
+                                  where=_where(path, setup, header))
+        except ValueError as e:
+            raise FrameRejected(str(e).splitlines()[0]) from None
+        return Prepared(path=str(path), header=header, data=amp.data,
+                        saturated=amp.saturated, gain=amp.gain, readnoise=amp.readnoise,
+                        exptime=exptime, notes=amp.notes, readnoise_map=amp.readnoise_map,
+                        layout=amp.layout)
     shape = raw.shape
     notes = []
     gain = _header_number(header, setup.keymap.gain_keys, setup.gain, "gain", path, setup)
@@ -183,10 +211,6 @@ def electrons(path, setup, exptime=None):
                             f"got {gain}")
     rn = _header_number(header, setup.keymap.rdnoise_keys, setup.readnoise, "read noise",
                         path, setup)
-    satlevel = setup.saturation
-    if satlevel is None:
-        satlevel = float(header.get("SATURATE", 65535.0))
-    saturated = raw >= np.float32(satlevel)
     try:
         oscan = _section(header, setup.overscan, path, setup, shape)
         tsec = _section(header, setup.trim, path, setup, shape)

@@ -91,6 +91,7 @@ from .calib_config import (
     masters_section,
 )
 from .cosmics_config import COSMICS_DEFAULTS, Cosmics, cosmics_section
+from .qa import QA_DEFAULTS, qa_section
 
 __all__ = ["WorkflowError", "Workflow", "Inputs", "Cosmics", "Execution", "DEFAULTS",
            "COMBINE_DEFAULTS", "KEYWORD_FIELDS", "HASH_SECTIONS", "load_workflow",
@@ -118,6 +119,7 @@ DEFAULTS = {
         "masters": copy.deepcopy(MASTERS_DEFAULTS),
         "calibrate": {"enabled": True},
         "cosmics": copy.deepcopy(COSMICS_DEFAULTS),
+        "qa": dict(QA_DEFAULTS),
     },
     "execution": {
         "chunk_rows": CalibSetup().chunk_rows,            # 512
@@ -268,6 +270,7 @@ class Workflow:
     cosmics: Cosmics
     execution: Execution = field(default_factory=Execution)
     plugins: tuple = ()
+    qa: dict = field(default_factory=lambda: dict(QA_DEFAULTS))
 
     # -- inputs ---------------------------------------------------------------
     def input_files(self):
@@ -349,6 +352,7 @@ class Workflow:
                 "masters": copy.deepcopy(self.masters),
                 "calibrate": dict(self.calibrate),
                 "cosmics": self.cosmics.to_dict(),
+                "qa": dict(self.qa),
             },
             "execution": {
                 "chunk_rows": ex.chunk_rows,
@@ -413,6 +417,7 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
     calibrate = {"enabled": ctx.flag(cal.get("enabled", DEFAULTS["steps"]["calibrate"]["enabled"]),
                                      "steps.calibrate.enabled")}
     cosmics = cosmics_section(ctx, steps.get("cosmics"), "steps.cosmics")
+    qa = qa_section(ctx, steps.get("qa"), "steps.qa")
     if not (masters["enabled"] or calibrate["enabled"] or cosmics.enabled):
         raise ctx.error("steps", "every step is disabled: nothing to do",
                         "at least one of masters, calibrate, cosmics enabled")
@@ -424,7 +429,7 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
                                   hdu=inputs["hdu"]),
                     output=output, truth=truth, keywords=keywords, instrument=instrument,
                     masters=masters, calibrate=calibrate, cosmics=cosmics,
-                    execution=execution, plugins=tuple(plugins))
+                    execution=execution, plugins=tuple(plugins), qa=qa)
 
 
 # ---------------------------------------------------------------------------
@@ -464,6 +469,8 @@ def config_hash(workflow, section="cosmics"):
     payload = {"version": d["version"], "hdu": d["inputs"]["hdu"],
                "keywords": d["keywords"], "instrument": d["instrument"],
                "steps": {s: d["steps"][s] for s in HASH_SECTIONS[name]}}
+    if name == "cosmics" and d["steps"]["qa"]["inject"]:   # qa figures are in the entries
+        payload["steps"]["qa"] = d["steps"]["qa"]
     text = json.dumps(_canonical(payload), sort_keys=True, separators=(",", ":"),
                       ensure_ascii=True, allow_nan=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()

@@ -38,9 +38,11 @@ from ..io.checksums import closure_digest
 from ..io.intermediates import IncompleteError, IntermediateStore
 from ..io.naming import output_stem
 from ..io.products import read_master, write_calibrated
+from .amplifier_frames import layout_history
 from .calibration import FrameRejected, electrons
 from .config import config_hash, load_workflow
 from .ledger import Ledger
+from .qa import qa_calibrated
 from .quality import QUALITY_KEYS, score_frame
 
 __all__ = ["process_science_frame", "clean_frame", "frame_stem", "unusable",
@@ -126,10 +128,18 @@ def _calibrate(path, wf, prep, master_paths, exptime, filt):
     # The frame is read into memory first and calibrated with plain numpy:
     # mixing Dask with the in-memory masters would make Dask hash every
     # master (0.1 s per 2048^2 frame).
-    data_e, saturated = dask.compute(prep.data, prep.saturated, scheduler="sync")
+    # (with several amplifiers: their read-noise map and bias levels too,
+    # from the same read of the raw file)
+    levels = prep.layout.levels if prep.layout is not None else ()
+    data_e, saturated, rn, *levels = dask.compute(
+        prep.data, prep.saturated,
+        prep.readnoise if prep.readnoise_map is None else prep.readnoise_map, *levels,
+        scheduler="sync")
+    if prep.layout is not None:
+        prep.notes.extend(layout_history(prep.layout, levels))
     if not np.isfinite(data_e).any():
         raise FrameRejected(f"{path}: no finite pixel (all NaN or inf)")
-    cal = calibrate_frame(data_e, readnoise=prep.readnoise, exptime=exptime, bias=bias,
+    cal = calibrate_frame(data_e, readnoise=rn, exptime=exptime, bias=bias,
                           bias_var=bias_var, dark=dark, dark_var=dark_var, flat=flat,
                           flat_var=flat_var, bad=None if bpm is None else bpm != 0,
                           saturated=saturated)
@@ -179,7 +189,7 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
             info = (prev or {}).get("info") or {}   # e.g. a result lost with its worker
             summary.update(status="done", stage="written", cr_pixels=info.get("cr_pixels"),
                            output=out, seconds=time.perf_counter() - t0,
-                           **{k: info[k] for k in QUALITY_KEYS if k in info})
+                           **{k: info[k] for k in (*QUALITY_KEYS, "qa") if k in info})
             return summary
         store = IntermediateStore(wf.output / "intermediate.zarr") \
             if (wf.execution.intermediates or stop_after) else None
@@ -198,6 +208,9 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
                 summary["note"] = f"intermediate not used ({e}); recomputed from raw"
         if arrays is not None:
             sci, var, mask = arrays["sci"], arrays["var"], arrays["mask"]
+            if prep.layout is not None:   # the bias levels for HISTORY
+                prep.notes.extend(layout_history(prep.layout, dask.compute(
+                    *prep.layout.levels, scheduler="sync")))
         else:
             sci, var, mask = _calibrate(path, wf, prep, master_paths, exptime, filt)
             if store is not None:
@@ -209,16 +222,21 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
             return summary
         history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
                    f"input={os.path.basename(path)}", *master_history(wf, master_paths, filt)]
-        ncr = None
+        ncr = qa = None
         if wf.cosmics.enabled:
             cos = wf.cosmics
             name = method or (cos.method if cos.kind == "frame" else cos.fallback)
             params = cos.params_for(filter=filt, object=prep.header.get("OBJECT"),
                                     exptime=exptime, method=name)
+            before = sci, mask
             sci, mask, ncr, words = clean_frame(name, sci, var, mask, params,
                                                 prep.readnoise, threads)
             history.extend(words)
             ledger.advance(stem, "cleaned", cr_pixels=ncr)
+            if wf.qa["inject"]:   # on a copy: sci, var, mask above are not touched
+                qa = qa_calibrated(before[0], var, before[1], unusable(before[1]), name,
+                                   params, prep.readnoise, settings=wf.qa,
+                                   name=os.path.basename(path), threads=threads).to_dict()
         header = prep.header.copy()
         if ncr is not None:
             header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
@@ -226,10 +244,11 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
         quality = score_frame(wf.truth, os.path.basename(path), mask) \
             if wf.truth and ncr is not None else {}
         seconds = time.perf_counter() - t0
+        extra = {"qa": qa} if qa is not None else {}
         ledger.finish(stem, outputs=[out], cr_pixels=ncr, output=out, seconds=seconds,
-                      **quality)
+                      **quality, **extra)
         summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
-                       output=out, **quality)
+                       output=out, **quality, **extra)
     except Exception as e:  # one bad frame must not stop the night
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if not msg.startswith(str(path)) and not isinstance(e, FrameRejected):

@@ -191,7 +191,7 @@ def _skipped(ledger, wf, info):
     einfo = (ledger.get(frame_stem(info.path)) or {}).get("info") or {}
     return _summary(info, "skipped", stage="written", cr_pixels=einfo.get("cr_pixels"),
                     output=calibrated_output(wf.output, info.path),
-                    **{k: einfo[k] for k in QUALITY_KEYS if k in einfo})
+                    **{k: einfo[k] for k in (*QUALITY_KEYS, "qa") if k in einfo})
 
 
 def _submit_science(client, wf, ledger, infos, master_paths, threads, resources):

@@ -18,6 +18,13 @@ electrons (bias level or overscan strip, trim, gain), models its variance
 (``readnoise^2 + max(signal, 0)``) and runs :func:`completeness` with a
 named method; :func:`plot_completeness` draws the curve (``plot`` extra).
 ``crdask qa FILE...`` (:mod:`crdask.cli_qa`) is the command line.
+
+In a night, ``steps.qa.inject: true`` (:func:`qa_section`) makes every
+frame task (:mod:`crdask.pipeline.frame_task`) call :func:`qa_calibrated`
+on its calibrated frame once it is cleaned: the same ``frame`` method with
+the same parameters, bad pixels, variance and read noise as the real
+cleaning, on an injected *copy*; the frame's outputs are not touched. The
+per-frame reports go into the run report (:mod:`crdask.pipeline.report`).
 """
 
 from __future__ import annotations
@@ -38,8 +45,9 @@ from ..io.atomic import atomic_open
 from ..io.fits import FitsInputError, header_number, read_image
 from ..io.sections import parse_section
 
-__all__ = ["SNR_BINS", "CompletenessReport", "completeness",
-           "detector", "qa_file", "plot_completeness", "write_report"]
+__all__ = ["SNR_BINS", "QA_DEFAULTS", "CompletenessReport", "completeness",
+           "detector", "qa_file", "qa_section", "qa_calibrated", "frame_seed",
+           "plot_completeness", "write_report"]
 
 #: Default S/N bin edges (peak S/N of the injected events).
 SNR_BINS = (3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -212,6 +220,85 @@ def completeness(image, var, mask_bits, detect, params=None, seed=0, *, n=None,
         params={k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))})
 
 
+#: ``steps.qa`` of a workflow and its defaults (off: a night is not slowed
+#: down unless asked). ``n`` = events per frame (null: the injector's own
+#: default); ``seed`` is combined with each frame's name (:func:`frame_seed`).
+QA_DEFAULTS = {"inject": False, "seed": 0, "n": None, "snr_min": 3.0, "snr_max": 100.0,
+               "border": 0}
+
+
+def qa_section(ctx, raw, path="steps.qa"):
+    """``steps.qa``, validated with a :class:`~crdask.pipeline.schema.Checker`.
+
+    Example
+    -------
+    >>> from pathlib import Path
+    >>> from crdask.pipeline.schema import Checker
+    >>> qa_section(Checker("n.yaml", Path(".")), {"inject": True})["snr_max"]
+    100.0
+    """
+    from .schema import join_path
+    raw = ctx.mapping(raw, path, list(QA_DEFAULTS))
+    v = {**QA_DEFAULTS, **raw}
+    j = lambda k: join_path(path, k)  # noqa: E731
+    out = {"inject": ctx.flag(v["inject"], j("inject")),
+           "seed": ctx.number(v["seed"], j("seed"), integer=True, minimum=0),
+           "n": ctx.number(v["n"], j("n"), integer=True, minimum=1, none_ok=True),
+           "snr_min": ctx.number(v["snr_min"], j("snr_min"), minimum=0, strict=True),
+           "snr_max": ctx.number(v["snr_max"], j("snr_max"), minimum=0, strict=True),
+           "border": ctx.number(v["border"], j("border"), integer=True, minimum=0)}
+    if not out["snr_max"] > out["snr_min"]:
+        raise ctx.error(j("snr_max"), f"{out['snr_max']:g} is not above snr_min "
+                                      f"{out['snr_min']:g}", "a number > snr_min")
+    return out
+
+
+def frame_seed(seed, name):
+    """The injection seed of one frame: the workflow's ``seed`` and the
+    frame's name (stable across runs, workers and Python versions)."""
+    import zlib
+    return (int(seed) * 1_000_003 + zlib.crc32(str(name).encode("utf-8"))) % (2 ** 31)
+
+
+def qa_calibrated(sci, var, mask_bits, bad, method, params, readnoise, *, settings,
+                  name, threads=1):
+    """Injection-recovery on a calibrated frame, as the night cleans it.
+
+    Parameters
+    ----------
+    sci, var : (ny, nx) float32, e- and e-^2: the calibrated frame before
+        cleaning and its variance. Not modified.
+    mask_bits : (ny, nx) uint8 mask bits; bad : (ny, nx) bool pixels no
+        method may use (as :func:`crdask.pipeline.frame_task.clean_frame`).
+    method : str, a registered ``frame`` method; params : its complete
+        parameters (those the real cleaning used).
+    readnoise : float, e-.
+    settings : dict, ``steps.qa`` (:data:`QA_DEFAULTS`).
+    name : str, the frame's label (also seeds the injection).
+
+    Returns
+    -------
+    CompletenessReport. The copy's variance adds the injected charge
+    (Poisson), so the method sees an injected CR as it sees a real one.
+    """
+    m = get_method(method, "frame")
+    sci = np.asarray(sci, np.float32)
+
+    def detect(frame, **_):
+        v = var + np.maximum(frame - sci, 0).astype(np.float32)
+        res = m.detect(frame, params, bad=bad, var=v, readnoise=readnoise,
+                       num_threads=threads)
+        return np.asarray(res.crmask, bool) & ~bad
+
+    rep = completeness(sci, var, mask_bits, detect, None, frame_seed(settings["seed"], name),
+                       n=settings["n"], snr_range=(settings["snr_min"], settings["snr_max"]),
+                       border=settings["border"], name=name)
+    rep.params.update({k: v for k, v in params.items()
+                       if isinstance(v, (int, float, str, bool))}, method=method,
+                      readnoise=float(readnoise))
+    return rep
+
+
 def _grow(mask):
     """Bool mask grown by one pixel (8-connected)."""
     out = mask.copy()
@@ -312,7 +399,8 @@ def write_report(reports, out_dir, *, overwrite=True):
 def plot_completeness(reports, path, *, overwrite=True):
     """Recall vs peak S/N, one line per frame, as a PNG (``plot`` extra).
 
-    Returns the path, or ``None`` when matplotlib is not installed.
+    ``reports`` : :class:`CompletenessReport` objects or their ``to_dict()``
+    forms. Returns the path, or ``None`` when matplotlib is not installed.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -322,10 +410,13 @@ def plot_completeness(reports, path, *, overwrite=True):
     fig = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
+    reports = [r if isinstance(r, CompletenessReport) else CompletenessReport(**r)
+               for r in reports]   # to_dict() form (a run report) too
     for r in reports:
         e = np.asarray(r.bins)
         centres = np.sqrt(e[:-1] * e[1:])
-        ax.plot(centres, np.asarray(r.recall, dtype=float), "o-", label=r.name)
+        recall = [np.nan if v is None else v for v in r.recall]
+        ax.plot(centres, np.asarray(recall, dtype=float), "o-", label=r.name)
     ax.set_xscale("log")
     # ticks at the bin edges, written as plain numbers
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
