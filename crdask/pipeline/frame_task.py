@@ -32,6 +32,7 @@ import numpy as np
 
 from ..calib import bits
 from ..calib.calibrate import calibrate_frame
+from ..calib.response import calibrate_arc
 from ..cosmic.registry import get_method, load_plugins
 from ..io.atomic import OutputRoot
 from ..io.checksums import closure_digest
@@ -42,9 +43,10 @@ from .calibration import FrameRejected, electrons
 from .config import config_hash, load_workflow
 from .ledger import Ledger
 from .quality import QUALITY_KEYS, score_frame
+from .spectro_masters import frame_masters
 
-__all__ = ["process_science_frame", "clean_frame", "frame_stem", "unusable",
-           "master_history", "calibrated_output"]
+__all__ = ["process_science_frame", "process_arc_frame", "clean_frame", "frame_stem",
+           "unusable", "master_history", "calibrated_output", "arc_output"]
 
 #: Mask bits whose pixels a cosmic-ray method must neither flag nor use.
 UNUSABLE_BITS = bits.BAD | bits.NONFINITE | bits.FLAT_INVALID | bits.SATURATED
@@ -62,6 +64,11 @@ def calibrated_output(out_dir, path):
     return str(OutputRoot(out_dir, inputs=[path]).path(f"{frame_stem(path)}_cal.fits"))
 
 
+def arc_output(out_dir, path):
+    """Path of an arc frame's calibrated product, ``<stem>_arc.fits``."""
+    return str(OutputRoot(out_dir, inputs=[path]).path(f"{frame_stem(path)}_arc.fits"))
+
+
 def unusable(mask):
     """Bool array: pixels no cosmic-ray method may flag or use."""
     return (np.asarray(mask) & UNUSABLE_BITS) != 0
@@ -74,18 +81,24 @@ def _load_master(path, mtime_ns):
 
 
 def _master(paths, key):
-    p = paths.get(key)
+    p = paths.get(key) if key else None
     if not p:
         return None, None
     return _load_master(p, os.stat(p).st_mtime_ns)
 
 
-def master_history(wf, master_paths, filt):
-    """HISTORY words naming the masters a science frame was calibrated with."""
+def master_history(wf, master_paths, label, setup=None):
+    """HISTORY words naming the masters a science frame was calibrated with
+    (``label``: its setup's label, :mod:`crdask.pipeline.spectro_masters`)
+    and, when given, its instrument setup."""
     if not wf.calibrate["enabled"]:
         return []
-    return [f"{key}={os.path.basename(p)}" for key, p in sorted(master_paths.items())
-            if key in ("bias", "dark", "bpm", f"flat_{filt}")]
+    used = sorted(frame_masters(master_paths, label).values())
+    words = [f"{key}={os.path.basename(master_paths[key])}" for key in used]
+    if setup is not None:
+        words.append(f"setup={setup}" + ("" if "flat" in frame_masters(master_paths, label)
+                                        else " (no master flat of this setup)"))
+    return words
 
 
 def clean_frame(method_name, sci, var, mask, params, readnoise, threads=1):
@@ -116,20 +129,23 @@ def clean_frame(method_name, sci, var, mask, params, readnoise, threads=1):
     return clean, mask, int(crmask.sum()), method.params.history(params)
 
 
-def _calibrate(path, wf, prep, master_paths, exptime, filt):
-    bias, bias_var = _master(master_paths, "bias")
-    dark, dark_var = _master(master_paths, "dark")
-    flat, flat_var = _master(master_paths, f"flat_{filt}")
-    bpm, _ = _master(master_paths, "bpm")
+def _calibrate(path, wf, prep, master_paths, exptime, label, arc=False):
+    keys = frame_masters(master_paths, label)
+    bias, bias_var = _master(master_paths, keys.get("bias"))
+    dark, dark_var = _master(master_paths, keys.get("dark"))
+    flat, flat_var = _master(master_paths, keys.get("flat"))
+    bpm, _ = _master(master_paths, keys.get("bpm"))
     if not wf.calibrate["enabled"]:
         bias = dark = flat = bpm = None
+    if arc and not wf.arcs["flat"]:
+        flat = flat_var = None       # arc lines are measured, not flat-fielded
     # The frame is read into memory first and calibrated with plain numpy:
     # mixing Dask with the in-memory masters would make Dask hash every
     # master (0.1 s per 2048^2 frame).
     data_e, saturated = dask.compute(prep.data, prep.saturated, scheduler="sync")
     if not np.isfinite(data_e).any():
         raise FrameRejected(f"{path}: no finite pixel (all NaN or inf)")
-    cal = calibrate_frame(data_e, readnoise=prep.readnoise, exptime=exptime, bias=bias,
+    cal = (calibrate_arc if arc else calibrate_frame)(data_e, readnoise=prep.readnoise, exptime=exptime, bias=bias,
                           bias_var=bias_var, dark=dark, dark_var=dark_var, flat=flat,
                           flat_var=flat_var, bad=None if bpm is None else bpm != 0,
                           saturated=saturated)
@@ -137,7 +153,7 @@ def _calibrate(path, wf, prep, master_paths, exptime, filt):
 
 
 def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
-                          method=None, stop_after=None, threads=1):
+                          method=None, stop_after=None, threads=1, label=None, setup=None):
     """Calibrate, clean and write one science frame; record stages in the ledger.
 
     Parameters
@@ -157,6 +173,9 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
         Stop once the calibrated frame is in the intermediates (a group
         member).
     threads : int, threads the CR method may use.
+    label, setup : the frame's setup label (which master flat and mask:
+        :func:`crdask.pipeline.spectro_masters.frame_masters`; default
+        ``filt``) and setup (named in HISTORY).
 
     Returns
     -------
@@ -165,6 +184,7 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
     t0 = time.perf_counter()
     wf = load_workflow(wf_dict)
     load_plugins(wf.plugins)
+    label = filt if label is None else label
     stem = frame_stem(path)
     digest = closure_digest(inputs)
     ledger = Ledger(wf.output)
@@ -199,7 +219,7 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
         if arrays is not None:
             sci, var, mask = arrays["sci"], arrays["var"], arrays["mask"]
         else:
-            sci, var, mask = _calibrate(path, wf, prep, master_paths, exptime, filt)
+            sci, var, mask = _calibrate(path, wf, prep, master_paths, exptime, label)
             if store is not None:
                 store.write_frame(stem, sci=sci, var=var, mask=mask)
         ledger.advance(stem, "calibrated", calib_hash=h_cal, readnoise=prep.readnoise)
@@ -208,7 +228,7 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
                            seconds=time.perf_counter() - t0)
             return summary
         history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
-                   f"input={os.path.basename(path)}", *master_history(wf, master_paths, filt)]
+                   f"input={os.path.basename(path)}", *master_history(wf, master_paths, label, setup)]
         ncr = None
         if wf.cosmics.enabled:
             cos = wf.cosmics
@@ -231,15 +251,91 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
         summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
                        output=out, **quality)
     except Exception as e:  # one bad frame must not stop the night
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if not msg.startswith(str(path)) and not isinstance(e, FrameRejected):
-            msg = f"{path}: {type(e).__name__}: {msg}"
+        # a frame that cannot be used (its file or headers) is set aside;
+        # anything else is a failure of the task
+        status, msg = _failure(e, path)
         try:
             ledger.fail(stem, msg)
         except Exception:  # pragma: no cover - the ledger itself unwritable
             pass
-        # a frame that cannot be used (its file or headers) is set aside;
-        # anything else is a failure of the task
-        summary.update(status="set aside" if isinstance(e, FrameRejected) else "failed",
-                       error=msg, seconds=time.perf_counter() - t0)
+        summary.update(status=status, error=msg, seconds=time.perf_counter() - t0)
+    return summary
+
+
+def _failure(e, path):
+    """(status, one line) of an exception of a frame task."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if not msg.startswith(str(path)) and not isinstance(e, FrameRejected):
+        msg = f"{path}: {type(e).__name__}: {msg}"
+    return ("set aside" if isinstance(e, FrameRejected) else "failed"), msg
+
+
+def process_arc_frame(path, wf_dict, master_paths, exptime, *, inputs, label="",
+                      setup=None, threads=1):
+    """Calibrate one arc-lamp frame and write ``OUT/<stem>_arc.fits``.
+
+    Overscan-subtracted, trimmed, in electrons, minus the master bias (and
+    dark current x EXPTIME if there is a master dark) of the night
+    (:func:`crdask.calib.response.calibrate_arc`); flat-fielded only with
+    ``steps.arcs.flat``; cleaned of cosmic rays with the workflow's frame
+    method (its fallback for a group method) only with ``steps.arcs.cosmics``
+    (off by default: L.A.Cosmic at science settings clips sharp arc lines).
+    Parameters as :func:`process_science_frame`; ``label`` the arc's setup
+    label ('' = no master flat of its setup). Never raises.
+
+    Returns
+    -------
+    dict, the arc's summary (``type`` 'arc', status 'done', 'set aside' or
+    'failed').
+    """
+    t0 = time.perf_counter()
+    wf = load_workflow(wf_dict)
+    load_plugins(wf.plugins)
+    stem = frame_stem(path)
+    ledger = Ledger(wf.output)
+    summary = {"file": os.path.basename(path), "type": "arc", "status": "failed",
+               "stage": None, "seconds": 0.0, "cr_pixels": None, "output": None,
+               "error": None}
+    try:
+        h = config_hash(wf, "arcs")
+        out = arc_output(wf.output, path)
+        if ledger.is_current(stem, None, h, inputs=inputs):
+            summary.update(status="skipped", stage="written", output=out)
+            return summary
+        ledger.start(stem, str(path), None, h, inputs=inputs)
+        prep = electrons(path, wf.calib_setup(), exptime)
+        sci, var, mask = _calibrate(path, wf, prep, master_paths, exptime, label, arc=True)
+        history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
+                   f"input={os.path.basename(path)}",
+                   *master_history(wf, {k: v for k, v in master_paths.items()
+                                        if wf.arcs["flat"] or not k.startswith("flat_")},
+                                   label, setup),
+                   "arc: bias-subtracted, trimmed, e-" +
+                   ("" if wf.arcs["flat"] else "; not flat-fielded")]
+        ncr = None
+        cos = wf.cosmics
+        name = cos.method if cos.kind == "frame" else cos.fallback
+        if wf.arcs["cosmics"] and cos.enabled and name is not None:
+            params = cos.params_for(filter=None, object=prep.header.get("OBJECT"),
+                                    exptime=exptime, method=name)
+            sci, mask, ncr, words = clean_frame(name, sci, var, mask, params,
+                                                prep.readnoise, threads)
+            history.extend(words)
+        else:
+            history.append("arc: no cosmic-ray cleaning (steps.arcs.cosmics)")
+        header = prep.header.copy()
+        if ncr is not None:
+            header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
+        write_calibrated(out, sci, var, mask, header=header, history=history, overwrite=True)
+        seconds = time.perf_counter() - t0
+        ledger.finish(stem, outputs=[out], cr_pixels=ncr, output=out, seconds=seconds)
+        summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
+                       output=out)
+    except Exception as e:  # one bad arc must not stop the night
+        status, msg = _failure(e, path)
+        try:
+            ledger.fail(stem, msg)
+        except Exception:  # pragma: no cover - the ledger itself unwritable
+            pass
+        summary.update(status=status, error=msg, seconds=time.perf_counter() - t0)
     return summary
