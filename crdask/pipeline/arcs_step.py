@@ -11,7 +11,7 @@ current (same raw file, masters, settings) is not redone.
 
 Example
 -------
->>> submit_arcs(None, None, None, [], {}, 1, None, {})
+>>> arc_summaries(None, [], [], print, str)   # a night without arcs
 []
 """
 
@@ -29,13 +29,15 @@ def submit_arcs(client, wf, ledger, arcs, master_paths, threads, resources, labe
     in the order of ``arcs``."""
     wf_dict = wf.to_dict()
     futures = []
+    if not wf.arcs["flat"]:   # not flat-fielded: the flat is no input of theirs
+        master_paths = {k: v for k, v in master_paths.items() if not k.startswith("flat_")}
     for info in arcs:
         label = setup_label(labels, info)
         inputs = frame_inputs(ledger, info.path, label, master_paths)
         key = f"arc-{frame_stem(info.path)}-{closure_digest(inputs)[:12]}"
         futures.append(client.submit(process_arc_frame, info.path, wf_dict, master_paths,
                                      info.exptime, inputs=inputs, label=label,
-                                     setup=info.setup, threads=threads, key=key,
+                                     setup_name=info.setup, threads=threads, key=key,
                                      pure=False, retries=2, resources=resources))
     return futures
 

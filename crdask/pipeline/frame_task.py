@@ -96,8 +96,7 @@ def master_history(wf, master_paths, label, setup=None):
     used = sorted(frame_masters(master_paths, label).values())
     words = [f"{key}={os.path.basename(master_paths[key])}" for key in used]
     if setup is not None:
-        words.append(f"setup={setup}" + ("" if "flat" in frame_masters(master_paths, label)
-                                        else " (no master flat of this setup)"))
+        words.append(f"setup={setup}" + ("" if label else " (no flat of this setup)"))
     return words
 
 
@@ -153,7 +152,8 @@ def _calibrate(path, wf, prep, master_paths, exptime, label, arc=False):
 
 
 def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
-                          method=None, stop_after=None, threads=1, label=None, setup=None):
+                          method=None, stop_after=None, threads=1, label=None,
+                          setup_name=None):
     """Calibrate, clean and write one science frame; record stages in the ledger.
 
     Parameters
@@ -173,9 +173,9 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
         Stop once the calibrated frame is in the intermediates (a group
         member).
     threads : int, threads the CR method may use.
-    label, setup : the frame's setup label (which master flat and mask:
-        :func:`crdask.pipeline.spectro_masters.frame_masters`; default
-        ``filt``) and setup (named in HISTORY).
+    label, setup_name : the frame's setup label (which master flat and
+        mask: :func:`crdask.pipeline.spectro_masters.frame_masters`; default
+        ``filt``) and catalogue setup (named in HISTORY).
 
     Returns
     -------
@@ -228,7 +228,8 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
                            seconds=time.perf_counter() - t0)
             return summary
         history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
-                   f"input={os.path.basename(path)}", *master_history(wf, master_paths, label, setup)]
+                   f"input={os.path.basename(path)}",
+                   *master_history(wf, master_paths, label, setup_name)]
         ncr = None
         if wf.cosmics.enabled:
             cos = wf.cosmics
@@ -271,7 +272,7 @@ def _failure(e, path):
 
 
 def process_arc_frame(path, wf_dict, master_paths, exptime, *, inputs, label="",
-                      setup=None, threads=1):
+                      setup_name=None, threads=1):
     """Calibrate one arc-lamp frame and write ``OUT/<stem>_arc.fits``.
 
     Overscan-subtracted, trimmed, in electrons, minus the master bias (and
@@ -280,8 +281,10 @@ def process_arc_frame(path, wf_dict, master_paths, exptime, *, inputs, label="",
     ``steps.arcs.flat``; cleaned of cosmic rays with the workflow's frame
     method (its fallback for a group method) only with ``steps.arcs.cosmics``
     (off by default: L.A.Cosmic at science settings clips sharp arc lines).
-    Parameters as :func:`process_science_frame`; ``label`` the arc's setup
-    label ('' = no master flat of its setup). Never raises.
+    Parameters as :func:`process_science_frame` (``master_paths`` without
+    the flats unless ``steps.arcs.flat``: :func:`crdask.pipeline.arcs_step.
+    submit_arcs`); ``label`` the arc's setup label ('' = no master flat of
+    its setup). Never raises.
 
     Returns
     -------
@@ -307,9 +310,7 @@ def process_arc_frame(path, wf_dict, master_paths, exptime, *, inputs, label="",
         sci, var, mask = _calibrate(path, wf, prep, master_paths, exptime, label, arc=True)
         history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
                    f"input={os.path.basename(path)}",
-                   *master_history(wf, {k: v for k, v in master_paths.items()
-                                        if wf.arcs["flat"] or not k.startswith("flat_")},
-                                   label, setup),
+                   *master_history(wf, master_paths, label, setup_name),
                    "arc: bias-subtracted, trimmed, e-" +
                    ("" if wf.arcs["flat"] else "; not flat-fielded")]
         ncr = None

@@ -201,7 +201,7 @@ def _submit_science(client, wf, ledger, infos, master_paths, threads, resources,
         return client.submit(process_science_frame, info.path, wf_dict, master_paths,
                              info.exptime, info.filter, inputs=inputs[info.path],
                              threads=threads, key=key + ("-cal" if kw else ""),
-                             label=setup_label(labels, info), setup=info.setup, **kw,
+                             label=setup_label(labels, info), setup_name=info.setup, **kw,
                              **submit)
 
     def done(info):
@@ -334,9 +334,7 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
     _remove_leftovers(out)
     plan = plan_night(wf, ledger)
     catalog = plan["catalog"]
-    warnings = catalog_warnings(catalog) + missing_flat_warnings(
-        wf, plan["labels"], [i for i in catalog.frames if not i.error
-                             and (i.science_like or i.frame_type == "arc")])
+    warnings = catalog_warnings(catalog)
     for line in warnings:
         log(f"crdask: warning: {line}")
     failures, frames = [], []
@@ -382,6 +380,10 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         with dask.config.set(scheduler="threads") if local else contextlib.nullcontext():
             master_info, master_paths, rejected = masters_step(wf, ledger, catalog, log)
         live.masters(master_paths)
+        for line in missing_flat_warnings(wf, plan["labels"], master_paths,
+                                          [i for i in catalog.science_like() if not i.error]):
+            log(f"crdask: warning: {line}")
+            warnings.append(line)
         failures += [{"file": os.path.basename(p), "reason": why} for p, why in rejected]
         why_rejected = dict(rejected)
         arcs = [i for i in catalog.frames if i.frame_type == "arc" and not i.error] \

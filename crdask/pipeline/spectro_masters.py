@@ -253,11 +253,22 @@ def setup_label(labels, info):
     return labels.get(info.setup, "")
 
 
-def missing_flat_warnings(wf, labels, infos):
-    """One line per frame whose setup has no flat while the night has flats
-    of other setups: it is calibrated without a flat."""
+def missing_flat_warnings(wf, labels, master_paths, infos):
+    """One line per frame of ``infos`` that gets no master flat while the
+    night has flats (of other setups, or of its own that were all set
+    aside): it is calibrated without a flat and the night goes on.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace as NS
+    >>> wf = NS(masters={"enabled": True}, calibrate={"enabled": True})
+    >>> missing_flat_warnings(wf, {"V/-": "V"}, {"flat_V": "f.fits"},
+    ...                       [NS(path="r.fits", setup="R/-")])
+    ["r.fits: no master flat of its setup R/-; the night's flats: V; calibrated without a flat"]
+    """
     if not (labels and wf.masters["enabled"] and wf.calibrate["enabled"]):
         return []
-    return [f"{i.path}: no flat of its setup {i.setup} (the night's flat setups: "
-            f"{', '.join(sorted(labels.values()))}); calibrated without a flat"
-            for i in infos if i.setup not in labels]
+    have = sorted(k[len("flat_"):] for k in master_paths if k.startswith("flat_"))
+    return [f"{i.path}: no master flat of its setup {i.setup}; the night's flats: "
+            f"{', '.join(have) or 'none'}; calibrated without a flat"
+            for i in infos if "flat" not in frame_masters(master_paths, labels.get(i.setup))]
