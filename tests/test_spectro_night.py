@@ -43,6 +43,10 @@ def test_setup_labels_unique_and_imaging_names_unchanged():
     assert got == {"Free/Gr#3/slit#1.2/2x2/1030x1030": "Gr_3+slit_1.2_2x2",
                    "Free/Gr#3/slit#1.2/1x1/2060x2060": "Gr_3+slit_1.2_1x1",
                    "g#782/Free/Free/2x2/1030x1030": "g_782"}
+    # setups made of other parts (keywords.setup)
+    assert setup_labels(["Gr#3", "Gr#5"], names=("grism",)) == {"Gr#3": "Gr_3", "Gr#5": "Gr_5"}
+    assert setup_labels(["2x2/100x100"], names=("binning", "shape")) == {
+        "2x2/100x100": "2x2+100x100"}
     # a spectroscopic setup's own mask replaces the night's
     paths = {"bias": "b", "flat_A": "fa", "bpm": "m", "bpm_A": "ma"}
     assert frame_masters(paths, "A") == {"bias": "bias", "flat": "flat_A", "bpm": "bpm_A"}

@@ -197,10 +197,10 @@ def keywords_section(ctx, raw):
         elif name == "setup":
             if isinstance(value, str):
                 value = [value]
-            if not isinstance(value, list) or any(v not in SETUP_PARTS for v in value) \
-                    or len(set(value)) != len(value):
+            if not isinstance(value, list) or not value or len(set(value)) != len(value) \
+                    or any(v not in SETUP_PARTS for v in value):
                 raise ctx.error(p, f"{show(value)} is not allowed",
-                                "a list of distinct " + ", ".join(SETUP_PARTS))
+                                "a non-empty list of distinct " + ", ".join(SETUP_PARTS))
             out[name] = list(value)
         else:
             if isinstance(value, str):

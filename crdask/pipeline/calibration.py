@@ -3,10 +3,14 @@
 Flow (driven by :func:`crdask.pipeline.night.run_night`): catalogue the directory (headers only) ->
 check every frame and set aside the ones that cannot be used, with a one-line
 reason -> master bias per (shape, binning) -> master dark current (e-/s) from
-bias-subtracted darks divided by their exposure time -> master flat per filter
-from bias- and dark-corrected flats, each scaled to unit median, combined and
-normalised -> bad-pixel mask (hot pixels in the dark, low response in the
-flat) -> every science frame calibrated to electrons with variance and mask
+bias-subtracted darks divided by their exposure time -> master flat per
+instrument setup (filter/grism/slit/binning/window,
+:mod:`crdask.pipeline.spectro_masters`) from bias- and dark-corrected flats,
+each scaled to unit median, combined and normalised (imaging: by one number;
+spectroscopy with ``flat_norm: response``: by the response along the
+dispersion) -> bad-pixel mask (hot pixels in the dark, low response in the
+imaging flats; a spectroscopic setup's own from its normalised flat) ->
+every science frame calibrated to electrons with variance and mask
 bits. Everything is lazy Dask arrays read chunk by chunk from the raw files
 (full-width row strips, so a per-row overscan needs no halo) and computed
 with whatever scheduler is active (threads by default, or a

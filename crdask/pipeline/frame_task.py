@@ -240,10 +240,7 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
                                                 prep.readnoise, threads)
             history.extend(words)
             ledger.advance(stem, "cleaned", cr_pixels=ncr)
-        header = prep.header.copy()
-        if ncr is not None:
-            header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
-        write_calibrated(out, sci, var, mask, header=header, history=history, overwrite=True)
+        _write(out, sci, var, mask, prep, ncr, history)
         quality = score_frame(wf.truth, os.path.basename(path), mask) \
             if wf.truth and ncr is not None else {}
         seconds = time.perf_counter() - t0
@@ -252,23 +249,30 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
         summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
                        output=out, **quality)
     except Exception as e:  # one bad frame must not stop the night
-        # a frame that cannot be used (its file or headers) is set aside;
-        # anything else is a failure of the task
-        status, msg = _failure(e, path)
-        try:
-            ledger.fail(stem, msg)
-        except Exception:  # pragma: no cover - the ledger itself unwritable
-            pass
-        summary.update(status=status, error=msg, seconds=time.perf_counter() - t0)
+        _failed(ledger, stem, path, e, summary, t0)
     return summary
 
 
-def _failure(e, path):
-    """(status, one line) of an exception of a frame task."""
+def _failed(ledger, stem, path, e, summary, t0):
+    """Record a task's exception as one line: a frame that cannot be used
+    (its file or headers) is set aside, anything else is a failure."""
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     if not msg.startswith(str(path)) and not isinstance(e, FrameRejected):
         msg = f"{path}: {type(e).__name__}: {msg}"
-    return ("set aside" if isinstance(e, FrameRejected) else "failed"), msg
+    try:
+        ledger.fail(stem, msg)
+    except Exception:  # pragma: no cover - the ledger itself unwritable
+        pass
+    summary.update(status="set aside" if isinstance(e, FrameRejected) else "failed",
+                   error=msg, seconds=time.perf_counter() - t0)
+
+
+def _write(out, sci, var, mask, prep, ncr, history):
+    """Write a calibrated product with the raw header, CRNFIX and HISTORY."""
+    header = prep.header.copy()
+    if ncr is not None:
+        header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
+    write_calibrated(out, sci, var, mask, header=header, history=history, overwrite=True)
 
 
 def process_arc_frame(path, wf_dict, master_paths, exptime, *, inputs, label="",
@@ -324,19 +328,11 @@ def process_arc_frame(path, wf_dict, master_paths, exptime, *, inputs, label="",
             history.extend(words)
         else:
             history.append("arc: no cosmic-ray cleaning (steps.arcs.cosmics)")
-        header = prep.header.copy()
-        if ncr is not None:
-            header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
-        write_calibrated(out, sci, var, mask, header=header, history=history, overwrite=True)
+        _write(out, sci, var, mask, prep, ncr, history)
         seconds = time.perf_counter() - t0
         ledger.finish(stem, outputs=[out], cr_pixels=ncr, output=out, seconds=seconds)
         summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
                        output=out)
     except Exception as e:  # one bad arc must not stop the night
-        status, msg = _failure(e, path)
-        try:
-            ledger.fail(stem, msg)
-        except Exception:  # pragma: no cover - the ledger itself unwritable
-            pass
-        summary.update(status=status, error=msg, seconds=time.perf_counter() - t0)
+        _failed(ledger, stem, path, e, summary, t0)
     return summary

@@ -69,18 +69,17 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 _TOKENS = re.compile(r"[\s,;+/|]+")
 
 
-def _parts(setup):
+def _parts(setup, names):
     """The catalogue's setup string back into its parts (``'-'`` = None)."""
-    vals = str(setup).split("/")
-    names = SETUP_PARTS if len(vals) == len(SETUP_PARTS) else SETUP_PARTS[:len(vals)]
-    return {n: (None if v == "-" else v) for n, v in zip(names, vals)}
+    return {n: (None if v == "-" else v) for n, v in zip(names, str(setup).split("/"))}
 
 
 def _safe(text):
     return _UNSAFE.sub("_", text) or "setup"
 
 
-def setup_labels(setups, clear=("clear", "open", "none", "empty", "blank", "air", "free", "")):
+def setup_labels(setups, clear=("clear", "open", "none", "empty", "blank", "air", "free", ""),
+                 names=SETUP_PARTS):
     """Short, unique, file-name-safe labels for a night's flat setups.
 
     Parameters
@@ -90,6 +89,8 @@ def setup_labels(setups, clear=("clear", "open", "none", "empty", "blank", "air"
         window``, ``-`` for a missing value).
     clear : iterable of str
         Values that mean "nothing in the beam" (case-insensitive).
+    names : the parts the setups are made of, in order
+        (``KeywordMap.setup_keys``).
 
     Returns
     -------
@@ -102,14 +103,16 @@ def setup_labels(setups, clear=("clear", "open", "none", "empty", "blank", "air"
     """
     clear = {normalize_value(c) for c in clear}
     setups = sorted({str(s) for s in setups if s is not None})
-    parts = {s: _parts(s) for s in setups}
+    parts = {s: _parts(s, names) for s in setups}
 
     def base(s):
         p = parts[s]
         vals = [p.get(k) for k in ("filter", "grism", "slit")]
         real = [v for v in vals if v is not None and normalize_value(v) not in clear]
         if not real:   # all clear: the first value present, as the filter rule does
-            real = [next((v for v in vals if v is not None), "none")]
+            real = [next((v for v in vals if v is not None), None)]
+        if real == [None]:   # a setup of binning / window only
+            real = [v for v in (p.get("binning"), p.get("shape")) if v is not None] or ["none"]
         return "+".join(real)
 
     labels = {s: base(s) for s in setups}
@@ -135,7 +138,7 @@ def night_labels(infos, keymap):
     :class:`~crdask.io.catalog.FrameInfo`), with the keymap's clear values
     and ``free``: the one rule the masters and the science frames share."""
     return setup_labels([i.setup for i in infos if i.frame_type == "flat" and not i.error],
-                        clear=(*keymap.clear_filters, "free"))
+                        clear=(*keymap.clear_filters, "free"), names=keymap.setup_keys)
 
 
 def frame_mode(header, setup):
