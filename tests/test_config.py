@@ -267,15 +267,16 @@ BAD = [
      "inputs.hdus: unknown key; allowed: directory, files, hdu"),
     ("keywords", {"keywords": {"filters": ["F"]}}, "keywords.filters: unknown key; allowed: "
      "type_aliases, type, exptime, filter, filter_wheels, clear_filters, grism, slit, object, "
-     "date, time, gain, readnoise, binning, binning_pairs"),
+     "date, time, gain, readnoise, binning, binning_pairs, setup"),
     ("instrument", {"instrument": {"biassec": "X"}},
      "instrument.biassec: unknown key; allowed: overscan, trim, overscan_statistic, "
-     "overscan_fit, overscan_order, bias_level, gain, readnoise, saturation, amplifiers"),
+     "overscan_fit, overscan_order, bias_level, gain, readnoise, saturation, amplifiers, "
+     "mode, mode_keyword, dispersion_axis"),
     ("steps", {"steps": {"clean": {}}},
-     "steps.clean: unknown key; allowed: masters, calibrate, cosmics, qa"),
+     "steps.clean: unknown key; allowed: masters, calibrate, cosmics, qa, arcs"),
     ("masters", {"steps": {"masters": {"norm": "median"}}},
      "steps.masters.norm: unknown key; allowed: enabled, combine, flat_norm, flat_region, "
-     "hot_sigma, hot_floor, low_flat"),
+     "hot_sigma, hot_floor, low_flat, response"),
     ("combine", {"steps": {"masters": {"combine": {"weights": [1, 2]}}}},
      "steps.masters.combine.weights: unknown key; allowed: method, minmax_clip, "
      "minmax_clip_min, minmax_clip_max, clip_extrema, nlow, nhigh, sigma_clip, "
@@ -311,7 +312,7 @@ BAD = [
      "instrument.overscan_fit: 'cubic' is not allowed; allowed: null, polynomial, chebyshev, "
      "spline"),
     ("flat_norm", {"steps": {"masters": {"flat_norm": "mean"}}},
-     "steps.masters.flat_norm: 'mean' is not allowed; allowed: median, mode"),
+     "steps.masters.flat_norm: 'mean' is not allowed; allowed: median, mode, response"),
     ("alias", {"keywords": {"type_aliases": {"EXPOSE": "sci"}}},
      "keywords.type_aliases.EXPOSE: 'sci' is not a frame type; allowed: bias, dark, flat, "
      "science, standard, arc, other"),
@@ -329,7 +330,7 @@ BAD = [
      "keywords.type: expected a list, got a mapping {'a': 1}; allowed: a list of header "
      "keywords, tried in order"),
     ("steps-list", {"steps": []},
-     "steps: expected a mapping, got a list []; allowed: masters, calibrate, cosmics, qa"),
+     "steps: expected a mapping, got a list []; allowed: masters, calibrate, cosmics, qa, arcs"),
     ("groups-type", {"steps": {"cosmics": {"overrides": {"filter": "R"}}}},
      "steps.cosmics.overrides: expected a list, got a mapping {'filter': 'R'}; allowed: a list "
      "of {match, params}"),

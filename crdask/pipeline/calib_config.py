@@ -21,11 +21,15 @@ import copy
 import inspect
 import numbers
 
+import numpy as np
+
 from ..calib import combine as combine_module
 from ..calib.overscan import FIT_METHODS, STATISTICS
 from ..io.catalog import FRAME_TYPES, KeywordMap
 from ..io.sections import SectionError, parse_section
+from ..io.keywords import SETUP_PARTS
 from .calibration import CalibSetup
+from .spectro_masters import MODES, RESPONSE_DEFAULTS
 from .schema import (
     WorkflowError,
     header_keyword,
@@ -39,7 +43,7 @@ from .schema import (
 
 __all__ = ["KEYWORD_FIELDS", "COMBINE_DEFAULTS", "INPUTS_DEFAULTS", "KEYWORDS_DEFAULTS",
            "INSTRUMENT_DEFAULTS", "MASTERS_DEFAULTS", "FLAT_NORMS", "AMPLIFIER_KEYS",
-           "amplifiers_setting", "inputs_section",
+           "ARCS_DEFAULTS", "amplifiers_setting", "arcs_section", "inputs_section",
            "keywords_section", "instrument_section", "masters_section"]
 
 #: ``keywords`` names -> :class:`KeywordMap` fields.
@@ -58,6 +62,7 @@ KEYWORD_FIELDS = {
     "readnoise": "rdnoise_keys",
     "binning": "binning_keys",
     "binning_pairs": "binning_pairs",
+    "setup": "setup_keys",
 }
 
 #: ``steps.masters.combine``: the keyword arguments of
@@ -95,6 +100,9 @@ INSTRUMENT_DEFAULTS = {
     "readnoise": _CALIB.readnoise,                    # None = header
     "saturation": _CALIB.saturation,                  # None = SATURATE or 65535
     "amplifiers": _CALIB.amplifiers,                  # None = one amplifier (above)
+    "mode": _CALIB.mode,                              # 'imaging'
+    "mode_keyword": _CALIB.mode_keyword,              # None = mode for every frame
+    "dispersion_axis": _CALIB.dispersion_axis,        # None = header DISPAXIS
 }
 MASTERS_DEFAULTS = {
     "enabled": True,
@@ -104,8 +112,15 @@ MASTERS_DEFAULTS = {
     "hot_sigma": _CALIB.hot_sigma,                # 8.0
     "hot_floor": _CALIB.hot_floor,                # 0.5 e-/s
     "low_flat": _CALIB.low_flat,                  # 0.5
+    "response": dict(RESPONSE_DEFAULTS),          # normalise_response's own defaults
 }
-FLAT_NORMS = ("median", "mode")
+#: ``response`` normalises spectroscopic setups' flats by their response
+#: along the dispersion axis; imaging setups' flats by their median.
+FLAT_NORMS = ("median", "mode", "response")
+#: ``steps.arcs``: arc-lamp frames (type ``arc``) calibrated (bias, trim,
+#: e-; no flat) and written as ``<stem>_arc.fits``; CR cleaning with the
+#: workflow's frame method only if ``cosmics`` is true (arc lines are sharp).
+ARCS_DEFAULTS = {"enabled": True, "cosmics": False, "flat": False}
 
 
 def inputs_section(ctx, raw):
@@ -180,6 +195,14 @@ def keywords_section(ctx, raw):
                 pairs.append([header_keyword(ctx, k, join_path(join_path(p, i), j))
                               for j, k in enumerate(pair)])
             out[name] = pairs
+        elif name == "setup":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not value or len(set(value)) != len(value) \
+                    or any(v not in SETUP_PARTS for v in value):
+                raise ctx.error(p, f"{show(value)} is not allowed",
+                                "a non-empty list of distinct " + ", ".join(SETUP_PARTS))
+            out[name] = list(value)
         else:
             if isinstance(value, str):
                 value = [value]
@@ -229,6 +252,7 @@ def instrument_section(ctx, raw):
     out["readnoise"] = ctx.number(v["readnoise"], j("readnoise"), minimum=0, none_ok=True)
     out["saturation"] = ctx.number(v["saturation"], j("saturation"), minimum=0, strict=True,
                                    none_ok=True)
+    out.update(_spectroscopy_keys(ctx, v, j))
     out["amplifiers"] = amplifiers_setting(ctx, v["amplifiers"], j("amplifiers"))
     return out
 
@@ -304,6 +328,54 @@ def amplifiers_setting(ctx, value, path):
     return out
 
 
+def _spectroscopy_keys(ctx, v, j):
+    """``instrument.mode``, ``mode_keyword`` and ``dispersion_axis``."""
+    key = v["mode_keyword"]
+    if key is not None:
+        key = header_keyword(ctx, key, j("mode_keyword"),
+                             "null or a header keyword saying imaging / spectroscopy")
+    axis = v["dispersion_axis"]
+    if axis is not None and (isinstance(axis, bool) or axis not in (1, 2)):
+        raise ctx.error(j("dispersion_axis"), f"{show(axis)} is not allowed",
+                        "null (header DISPAXIS), 1 (along x, NAXIS1) or 2 (along y, NAXIS2)")
+    return {"mode": ctx.choice(v["mode"], j("mode"), MODES), "mode_keyword": key,
+            "dispersion_axis": None if axis is None else int(axis)}
+
+
+def _response(ctx, raw, path):
+    """``steps.masters.response``: checked by running the fit's own checks on
+    a small lamp-like spectrum, so the rules are written once."""
+    from ..calib.fitting import FIT_FAMILIES
+    from ..calib.response import normalise_response
+
+    raw = ctx.mapping(raw, path, list(RESPONSE_DEFAULTS))
+    full = {**RESPONSE_DEFAULTS, **raw}
+    full["fit"] = ctx.choice(full["fit"], join_path(path, "fit"), FIT_FAMILIES)
+    slit = full["slit"]
+    if slit is not None:
+        if not (isinstance(slit, list) and len(slit) == 2
+                and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                        for s in slit) and slit[0] < slit[1]):
+            raise ctx.error(join_path(path, "slit"), f"{show(slit)} is not allowed",
+                            "null (found from the flat) or [start, stop] spatial lines "
+                            "(0-based, stop excluded)")
+    full["threshold"] = ctx.number(full["threshold"], join_path(path, "threshold"),
+                                   none_ok=True)
+    try:
+        normalise_response(np.ones((4, 64), np.float32),
+                           **{**full, "slit": None, "threshold": None,
+                              "order": min(full["order"], 3)
+                              if isinstance(full["order"], int) else full["order"]})
+    except (TypeError, ValueError) as e:
+        msg = str(e).split(";")[0]
+        name = next((n for n in RESPONSE_DEFAULTS if msg.startswith(n)), None)
+        if name is None:
+            raise ctx.error(path, msg) from None
+        raise ctx.error(join_path(path, name), f"{show(full[name])} is not allowed",
+                        msg.split(" must be ", 1)[-1]) from None
+    return full
+
+
 def _combine(ctx, raw, path):
     raw = ctx.mapping(raw, path, list(COMBINE_DEFAULTS))
     full = {**COMBINE_DEFAULTS, **raw}
@@ -339,4 +411,12 @@ def masters_section(ctx, raw, path):
         "hot_sigma": ctx.number(v["hot_sigma"], j("hot_sigma"), minimum=0, strict=True),
         "hot_floor": ctx.number(v["hot_floor"], j("hot_floor"), minimum=0),
         "low_flat": ctx.number(v["low_flat"], j("low_flat"), minimum=0),
+        "response": _response(ctx, v["response"], j("response")),
     }
+
+
+def arcs_section(ctx, raw, path):
+    """``steps.arcs``: ``enabled``, ``cosmics``, ``flat`` (all flags)."""
+    raw = ctx.mapping(raw, path, list(ARCS_DEFAULTS))
+    v = {**ARCS_DEFAULTS, **raw}
+    return {k: ctx.flag(v[k], join_path(path, k)) for k in ARCS_DEFAULTS}

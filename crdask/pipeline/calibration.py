@@ -3,10 +3,14 @@
 Flow (driven by :func:`crdask.pipeline.night.run_night`): catalogue the directory (headers only) ->
 check every frame and set aside the ones that cannot be used, with a one-line
 reason -> master bias per (shape, binning) -> master dark current (e-/s) from
-bias-subtracted darks divided by their exposure time -> master flat per filter
-from bias- and dark-corrected flats, each scaled to unit median, combined and
-normalised -> bad-pixel mask (hot pixels in the dark, low response in the
-flat) -> every science frame calibrated to electrons with variance and mask
+bias-subtracted darks divided by their exposure time -> master flat per
+instrument setup (filter/grism/slit/binning/window,
+:mod:`crdask.pipeline.spectro_masters`) from bias- and dark-corrected flats,
+each scaled to unit median, combined and normalised (imaging: by one number;
+spectroscopy with ``flat_norm: response``: by the response along the
+dispersion) -> bad-pixel mask (hot pixels in the dark, low response in the
+imaging flats; a spectroscopic setup's own from its normalised flat) ->
+every science frame calibrated to electrons with variance and mask
 bits. Everything is lazy Dask arrays read chunk by chunk from the raw files
 (full-width row strips, so a per-row overscan needs no halo) and computed
 with whatever scheduler is active (threads by default, or a
@@ -47,7 +51,6 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..calib.combine import combine
 from ..calib.overscan import subtract_overscan, trim
 from ..io.catalog import KeywordMap
 from ..io.fits import FitsInputError
@@ -55,12 +58,13 @@ from ..io.products import write_master
 from ..io.raw import open_lazy, read_header
 from ..io.sections import header_section, parse_section
 from .amplifier_frames import amplifier_frame
+from .master_frames import FrameRejected, Master, bad_pixel_mask, master_flat, setup_bad_pixels
+from .master_frames import central as _central
+from .master_frames import combine_frames as _combine
+from .master_frames import where as _where
+from .spectro_masters import RESPONSE_DEFAULTS, night_labels
 
 __all__ = ["CalibSetup", "FrameRejected", "electrons", "build_masters"]
-
-
-class FrameRejected(Exception):
-    """A frame that cannot be used; the message is one line naming the file."""
 
 
 def _default_combine():
@@ -95,7 +99,7 @@ class CalibSetup:
     flat_norm : 'median' or 'mode' (mode = 3 median - 2 mean, Pearson).
     hot_sigma, hot_floor : dark-current pixels above median + hot_sigma *
         robust sigma and above hot_floor e-/s are bad.
-    low_flat : flat pixels below this response are bad.
+    low_flat : flat pixels below this response are bad (imaging flats).
     chunk_rows : rows per chunk when reading raw frames.
     amplifiers : None = one amplifier (``overscan``, ``trim``, ``gain``,
         ``readnoise`` above); ``'header'`` = each frame's amplifier keywords
@@ -104,6 +108,11 @@ class CalibSetup:
         mappings as ``instrument.amplifiers`` in a workflow. With amplifiers,
         every frame (bias, dark, flat, science) is corrected per amplifier and
         assembled in detector order (:mod:`crdask.pipeline.amplifier_frames`).
+    mode : 'imaging' or 'spectroscopy'; mode_keyword : header keyword that
+        says it per frame (:func:`crdask.pipeline.spectro_masters.frame_mode`).
+    dispersion_axis : 1 (x), 2 (y) or None (header DISPAXIS).
+    response : settings of :func:`crdask.calib.response.normalise_response`
+        for spectroscopic flats when ``flat_norm`` is 'response'.
     """
 
     hdu: object = None
@@ -128,6 +137,11 @@ class CalibSetup:
     low_flat: float = 0.5
     chunk_rows: int = 512
     amplifiers: object = None
+    # spectroscopy (crdask.pipeline.spectro_masters); kept last for merges
+    mode: str = "imaging"
+    mode_keyword: str | None = None
+    dispersion_axis: int | None = None
+    response: dict = field(default_factory=lambda: dict(RESPONSE_DEFAULTS))
 
 
 @dataclass
@@ -144,12 +158,6 @@ class Prepared:
     notes: list
     readnoise_map: object = None   # dask (ny, nx) float32 e- per amplifier, or None
     layout: object = None          # crdask.calib.amplifiers.AmplifierLayout, or None
-
-
-def _where(path, setup, header=None):
-    """``FILE[HDU]`` of the HDU actually read (a merged header knows it)."""
-    where = getattr(header, "where", None)
-    return where or f"{path}[{0 if setup.hdu is None else setup.hdu}]"
 
 
 def _section(header, spec, path, setup, shape):
@@ -240,17 +248,6 @@ def electrons(path, setup, exptime=None):
                     gain=gain, readnoise=rn, exptime=exptime, notes=notes)
 
 
-def _central(shape):
-    ny, nx = shape
-    return slice(ny // 4, ny - ny // 4 or None), slice(nx // 4, nx - nx // 4 or None)
-
-
-def _region(setup, shape):
-    if setup.flat_region is None:
-        return _central(shape)
-    return parse_section(setup.flat_region, shape=shape, where="flat_region").slices
-
-
 # --- checks -----------------------------------------------------------------
 
 def check_frames(infos, kind, setup, rejected):
@@ -320,25 +317,6 @@ def _drop_empty(preps, rejected, kind, floor=None):
 
 # --- masters -------------------------------------------------------------------
 
-@dataclass
-class Master:
-    """A master frame (lazy or computed) with its modelled variance."""
-
-    kind: str
-    data: object
-    variance: object
-    count: object
-    inputs: list
-    params: dict
-    header: dict = field(default_factory=dict)
-
-
-def _combine(frames, setup, kind, scale=None):
-    kw = {**setup.combine_kw, **setup.combine_by_kind.get(kind, {})}
-    res = combine(list(frames), scale=scale, **kw)
-    return res.data, res.count
-
-
 def master_bias(preps, setup):
     """Master bias (e-) from pre-processed bias frames."""
     data, count = _combine([p.data for p in preps], setup, "bias")
@@ -363,62 +341,22 @@ def master_dark(preps, setup, bias):
                   {"BUNIT": "electron/s", "EXPTIME": t})
 
 
-def master_flat(preps, setup, bias, dark, filt):
-    """Normalised master flat for one filter from bias- and dark-corrected flats."""
-    frames = []
-    for p in preps:
-        f = p.data if bias is None else p.data - bias.data
-        if dark is not None:
-            f = f - dark.data * np.float32(p.exptime)
-        frames.append(f)
-    region = _region(setup, frames[0].shape)
-    levels = dask.compute(*[da.nanmedian(f[region].rechunk(-1), axis=(0, 1)) for f in frames])
-    bad = [(p, lv) for p, lv in zip(preps, levels) if not lv > 0]
-    if bad:
-        raise FrameRejected(f"{bad[0][0].path}: flat level {bad[0][1]:.3g} e- is not positive")
-    scale = [np.float32(1.0 / lv) for lv in levels]
-    data, count = _combine(frames, setup, "flat", scale=scale)
-    sub = data[region]
-    if setup.flat_norm == "mode":
-        norm = 3 * da.nanmedian(sub.rechunk(-1), axis=(0, 1)) - 2 * da.nanmean(sub)
-    else:
-        norm = da.nanmedian(sub.rechunk(-1), axis=(0, 1))
-    data = (data / norm).astype(np.float32)
-    level = float(np.median(levels))
-    var = (da.maximum(data, 0) / (np.float32(level) * da.maximum(count, 1))).astype(np.float32)
-    return Master("flat", data, var, count, [p.path for p in preps],
-                  {"n": len(preps), "filter": filt, "norm": setup.flat_norm,
-                   **setup.combine_kw, **setup.combine_by_kind.get("flat", {})},
-                  {"BUNIT": "", "FILTER": filt})
-
-
-def bad_pixel_mask(dark, flats, setup):
-    """bool mask: hot dark-current pixels, low-response or invalid flat pixels."""
-    bad = None
-    if dark is not None:
-        d = dark.data
-        med = da.nanmedian(d.rechunk(-1), axis=(0, 1))
-        sigma = 1.4826 * da.nanmedian(abs(d - med).rechunk(-1), axis=(0, 1))
-        bad = ((d > med + np.float32(setup.hot_sigma) * sigma) & (d > setup.hot_floor)) | \
-            ~da.isfinite(d)
-    for f in flats.values():
-        low = (f.data < np.float32(setup.low_flat)) | ~da.isfinite(f.data)
-        bad = low if bad is None else bad | low
-    return bad
-
-
 # --- the night ------------------------------------------------------------------
 
 def build_masters(catalog, setup, rejected):
     """Lazy masters from a catalogue: ``{'bias': Master, 'dark': Master,
-    'flat': {filter: Master}, 'bpm': dask bool}`` (missing kinds are None)."""
+    'flat': {label: Master}, 'bpm': dask bool, 'bpm_setup': {label: dask
+    bool}}`` (missing kinds are None). Flats are grouped by the catalogue's
+    setup (labels: :func:`crdask.pipeline.spectro_masters.night_labels`);
+    a spectroscopic setup normalised by its response has its own mask in
+    ``bpm_setup``."""
     by_type = {}
     for info in catalog.frames:
         if info.error:  # unreadable: set aside here, whatever its type
             rejected.append((info.path, info.error))
             continue
         by_type.setdefault(info.frame_type, []).append(info)
-    out = {"bias": None, "dark": None, "flat": {}, "bpm": None}
+    out = {"bias": None, "dark": None, "flat": {}, "bpm": None, "bpm_setup": {}}
     biases = _prepare_all(check_frames(by_type.get("bias", []), "bias", setup, rejected),
                           setup, rejected, exptimes=False)
     biases, _ = _drop_empty(biases, rejected, "bias")
@@ -429,15 +367,26 @@ def build_masters(catalog, setup, rejected):
     darks, _ = _drop_empty(darks, rejected, "dark")
     if darks and out["bias"] is not None:
         out["dark"] = master_dark(darks, setup, out["bias"])
-    flats_by_filter = {}
-    for info in check_frames(by_type.get("flat", []), "flat", setup, rejected):
-        flats_by_filter.setdefault(info.filter, []).append(info)
-    for filt, infos in sorted(flats_by_filter.items(), key=lambda kv: str(kv[0])):
+    labels = night_labels(catalog.frames, setup.keymap)
+    flats_by_setup = {}
+    for info in by_type.get("flat", []):
+        flats_by_setup.setdefault(info.setup, []).append(info)
+    for name, infos in sorted(flats_by_setup.items(), key=lambda kv: str(kv[0])):
+        infos = check_frames(infos, "flat", setup, rejected)
         preps = _prepare_all(infos, setup, rejected)
         preps, _ = _drop_empty(preps, rejected, "flat", floor=0.0)
-        if preps:
-            out["flat"][filt] = master_flat(preps, setup, out["bias"], out["dark"], filt)
-    if out["dark"] is not None or out["flat"]:
+        if not preps:
+            continue
+        try:
+            m = master_flat(preps, setup, out["bias"], out["dark"], infos[0].filter,
+                            label=labels[name], setup_name=name)
+        except FrameRejected as e:   # e.g. no dispersion axis: this setup only
+            rejected.extend((p.path, str(e)) for p in preps)
+            continue
+        out["flat"][labels[name]] = m
+        if m.bad is not None:
+            out["bpm_setup"][labels[name]] = setup_bad_pixels(out["dark"], m, setup)
+    if out["dark"] is not None or any(m.bad is None for m in out["flat"].values()):
         out["bpm"] = bad_pixel_mask(out["dark"], out["flat"], setup)
     return out
 
@@ -451,8 +400,8 @@ def write_masters(masters, out_dir, overwrite):
     for kind in ("bias", "dark"):
         if masters[kind] is not None:
             todo.append((f"master_{kind}.fits", masters[kind]))
-    for filt, m in masters["flat"].items():
-        todo.append((f"master_flat_{filt}.fits", m))
+    for label, m in masters["flat"].items():
+        todo.append((f"master_flat_{label}.fits", m))
     computed = dask.compute(*[(m.data, m.variance, m.count) for _, m in todo])
     for (name, m), (data, var, count) in zip(todo, computed):
         path = os.path.join(out_dir, name)
@@ -460,7 +409,7 @@ def write_masters(masters, out_dir, overwrite):
                      params=m.params, variance=var, count=count,
                      header=_fits_header(m.header), overwrite=overwrite)
         m.data, m.variance, m.count = data, var, count   # reuse for science frames
-        key = m.kind if m.kind != "flat" else f"flat_{m.params['filter']}"
+        key = m.kind if m.kind != "flat" else f"flat_{m.params['label']}"
         paths[key] = path
     if masters["bpm"] is not None:
         bpm = np.asarray(dask.compute(masters["bpm"])[0])
@@ -470,6 +419,18 @@ def write_masters(masters, out_dir, overwrite):
         write_master(path, bpm.astype(np.float32), kind="bpm", unit="", inputs=inputs,
                      params={"meaning": "1=bad"}, overwrite=overwrite)
         paths["bpm"] = path
+    for label, lazy in sorted(masters.get("bpm_setup", {}).items()):
+        bpm = np.asarray(dask.compute(lazy)[0])
+        masters["bpm_setup"][label] = bpm
+        m = masters["flat"][label]
+        path = os.path.join(out_dir, f"master_bpm_{label}.fits")
+        inputs = sorted({*m.inputs, *(masters["dark"].inputs if masters["dark"] else [])})
+        write_master(path, bpm.astype(np.float32), kind="bpm", unit="", inputs=inputs,
+                     params={"meaning": "1=bad", "setup": m.params["setup"],
+                             "from": "response-normalised flat"},
+                     header=_fits_header({"SETUP": m.params["setup"] or "-"}),
+                     overwrite=overwrite)
+        paths[f"bpm_{label}"] = path
     return paths
 
 
@@ -482,4 +443,4 @@ def _fits_header(d):
 
 
 __all__ += ["Master", "master_bias", "master_dark", "master_flat", "bad_pixel_mask",
-            "check_frames", "write_masters"]
+            "setup_bad_pixels", "check_frames", "write_masters"]

@@ -79,6 +79,7 @@ from .schema import Checker, WorkflowError, join_path, read_yaml, show, type_nam
 from .calibration import CalibSetup
 from .cluster import CLUSTER_CHOICES
 from .calib_config import (
+    ARCS_DEFAULTS,
     COMBINE_DEFAULTS,
     INPUTS_DEFAULTS,
     INSTRUMENT_DEFAULTS,
@@ -88,6 +89,7 @@ from .calib_config import (
     inputs_section,
     instrument_section,
     keywords_section,
+    arcs_section,
     masters_section,
 )
 from .cosmics_config import COSMICS_DEFAULTS, Cosmics, cosmics_section
@@ -120,6 +122,7 @@ DEFAULTS = {
         "calibrate": {"enabled": True},
         "cosmics": copy.deepcopy(COSMICS_DEFAULTS),
         "qa": dict(QA_DEFAULTS),
+        "arcs": dict(ARCS_DEFAULTS),
     },
     "execution": {
         "chunk_rows": CalibSetup().chunk_rows,            # 512
@@ -139,6 +142,7 @@ HASH_SECTIONS = {
     "masters": ("masters",),
     "calibrate": ("masters", "calibrate"),
     "cosmics": ("masters", "calibrate", "cosmics"),
+    "arcs": ("masters", "calibrate", "cosmics", "arcs"),
 }
 _HASH_ALIASES = {"calibrated": "calibrate", "final": "cosmics"}
 
@@ -271,6 +275,7 @@ class Workflow:
     execution: Execution = field(default_factory=Execution)
     plugins: tuple = ()
     qa: dict = field(default_factory=lambda: dict(QA_DEFAULTS))
+    arcs: dict = field(default_factory=lambda: dict(ARCS_DEFAULTS))
 
     # -- inputs ---------------------------------------------------------------
     def input_files(self):
@@ -322,7 +327,7 @@ class Workflow:
                           combine_kw=dict(m["combine"]), flat_region=m["flat_region"],
                           flat_norm=m["flat_norm"], hot_sigma=m["hot_sigma"],
                           hot_floor=m["hot_floor"], low_flat=m["low_flat"],
-                          chunk_rows=self.execution.chunk_rows)
+                          chunk_rows=self.execution.chunk_rows, response=dict(m["response"]))
 
     def params_for(self, filter=None, object=None, exptime=None):
         """Shortcut for ``self.cosmics.params_for(...)``."""
@@ -353,6 +358,7 @@ class Workflow:
                 "calibrate": dict(self.calibrate),
                 "cosmics": self.cosmics.to_dict(),
                 "qa": dict(self.qa),
+                "arcs": dict(self.arcs),
             },
             "execution": {
                 "chunk_rows": ex.chunk_rows,
@@ -418,6 +424,7 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
                                      "steps.calibrate.enabled")}
     cosmics = cosmics_section(ctx, steps.get("cosmics"), "steps.cosmics")
     qa = qa_section(ctx, steps.get("qa"), "steps.qa")
+    arcs = arcs_section(ctx, steps.get("arcs"), "steps.arcs")
     if not (masters["enabled"] or calibrate["enabled"] or cosmics.enabled):
         raise ctx.error("steps", "every step is disabled: nothing to do",
                         "at least one of masters, calibrate, cosmics enabled")
@@ -429,7 +436,7 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
                                   hdu=inputs["hdu"]),
                     output=output, truth=truth, keywords=keywords, instrument=instrument,
                     masters=masters, calibrate=calibrate, cosmics=cosmics,
-                    execution=execution, plugins=tuple(plugins), qa=qa)
+                    execution=execution, plugins=tuple(plugins), qa=qa, arcs=arcs)
 
 
 # ---------------------------------------------------------------------------

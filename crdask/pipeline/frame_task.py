@@ -32,6 +32,7 @@ import numpy as np
 
 from ..calib import bits
 from ..calib.calibrate import calibrate_frame
+from ..calib.response import calibrate_arc
 from ..cosmic.registry import get_method, load_plugins
 from ..io.atomic import OutputRoot
 from ..io.checksums import closure_digest
@@ -44,9 +45,10 @@ from .config import config_hash, load_workflow
 from .ledger import Ledger
 from .qa import qa_calibrated
 from .quality import QUALITY_KEYS, score_frame
+from .spectro_masters import frame_masters
 
-__all__ = ["process_science_frame", "clean_frame", "frame_stem", "unusable",
-           "master_history", "calibrated_output"]
+__all__ = ["process_science_frame", "process_arc_frame", "clean_frame", "frame_stem",
+           "unusable", "master_history", "calibrated_output", "arc_output"]
 
 #: Mask bits whose pixels a cosmic-ray method must neither flag nor use.
 UNUSABLE_BITS = bits.BAD | bits.NONFINITE | bits.FLAT_INVALID | bits.SATURATED
@@ -64,6 +66,11 @@ def calibrated_output(out_dir, path):
     return str(OutputRoot(out_dir, inputs=[path]).path(f"{frame_stem(path)}_cal.fits"))
 
 
+def arc_output(out_dir, path):
+    """Path of an arc frame's calibrated product, ``<stem>_arc.fits``."""
+    return str(OutputRoot(out_dir, inputs=[path]).path(f"{frame_stem(path)}_arc.fits"))
+
+
 def unusable(mask):
     """Bool array: pixels no cosmic-ray method may flag or use."""
     return (np.asarray(mask) & UNUSABLE_BITS) != 0
@@ -76,18 +83,23 @@ def _load_master(path, mtime_ns):
 
 
 def _master(paths, key):
-    p = paths.get(key)
+    p = paths.get(key) if key else None
     if not p:
         return None, None
     return _load_master(p, os.stat(p).st_mtime_ns)
 
 
-def master_history(wf, master_paths, filt):
-    """HISTORY words naming the masters a science frame was calibrated with."""
+def master_history(wf, master_paths, label, setup=None):
+    """HISTORY words naming the masters a science frame was calibrated with
+    (``label``: its setup's label, :mod:`crdask.pipeline.spectro_masters`)
+    and, when given, its instrument setup."""
     if not wf.calibrate["enabled"]:
         return []
-    return [f"{key}={os.path.basename(p)}" for key, p in sorted(master_paths.items())
-            if key in ("bias", "dark", "bpm", f"flat_{filt}")]
+    used = sorted(frame_masters(master_paths, label).values())
+    words = [f"{key}={os.path.basename(master_paths[key])}" for key in used]
+    if setup is not None:
+        words.append(f"setup={setup}" + ("" if label else " (no flat of this setup)"))
+    return words
 
 
 def clean_frame(method_name, sci, var, mask, params, readnoise, threads=1):
@@ -118,13 +130,16 @@ def clean_frame(method_name, sci, var, mask, params, readnoise, threads=1):
     return clean, mask, int(crmask.sum()), method.params.history(params)
 
 
-def _calibrate(path, wf, prep, master_paths, exptime, filt):
-    bias, bias_var = _master(master_paths, "bias")
-    dark, dark_var = _master(master_paths, "dark")
-    flat, flat_var = _master(master_paths, f"flat_{filt}")
-    bpm, _ = _master(master_paths, "bpm")
+def _calibrate(path, wf, prep, master_paths, exptime, label, arc=False):
+    keys = frame_masters(master_paths, label)
+    bias, bias_var = _master(master_paths, keys.get("bias"))
+    dark, dark_var = _master(master_paths, keys.get("dark"))
+    flat, flat_var = _master(master_paths, keys.get("flat"))
+    bpm, _ = _master(master_paths, keys.get("bpm"))
     if not wf.calibrate["enabled"]:
         bias = dark = flat = bpm = None
+    if arc and not wf.arcs["flat"]:
+        flat = flat_var = None       # arc lines are measured, not flat-fielded
     # The frame is read into memory first and calibrated with plain numpy:
     # mixing Dask with the in-memory masters would make Dask hash every
     # master (0.1 s per 2048^2 frame).
@@ -139,7 +154,7 @@ def _calibrate(path, wf, prep, master_paths, exptime, filt):
         prep.notes.extend(layout_history(prep.layout, levels))
     if not np.isfinite(data_e).any():
         raise FrameRejected(f"{path}: no finite pixel (all NaN or inf)")
-    cal = calibrate_frame(data_e, readnoise=rn, exptime=exptime, bias=bias,
+    cal = (calibrate_arc if arc else calibrate_frame)(data_e, readnoise=rn, exptime=exptime, bias=bias,
                           bias_var=bias_var, dark=dark, dark_var=dark_var, flat=flat,
                           flat_var=flat_var, bad=None if bpm is None else bpm != 0,
                           saturated=saturated)
@@ -147,7 +162,8 @@ def _calibrate(path, wf, prep, master_paths, exptime, filt):
 
 
 def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
-                          method=None, stop_after=None, threads=1):
+                          method=None, stop_after=None, threads=1, label=None,
+                          setup_name=None):
     """Calibrate, clean and write one science frame; record stages in the ledger.
 
     Parameters
@@ -167,6 +183,9 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
         Stop once the calibrated frame is in the intermediates (a group
         member).
     threads : int, threads the CR method may use.
+    label, setup_name : the frame's setup label (which master flat and
+        mask: :func:`crdask.pipeline.spectro_masters.frame_masters`; default
+        ``filt``) and catalogue setup (named in HISTORY).
 
     Returns
     -------
@@ -175,6 +194,7 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
     t0 = time.perf_counter()
     wf = load_workflow(wf_dict)
     load_plugins(wf.plugins)
+    label = filt if label is None else label
     stem = frame_stem(path)
     digest = closure_digest(inputs)
     ledger = Ledger(wf.output)
@@ -212,7 +232,7 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
                 prep.notes.extend(layout_history(prep.layout, dask.compute(
                     *prep.layout.levels, scheduler="sync")))
         else:
-            sci, var, mask = _calibrate(path, wf, prep, master_paths, exptime, filt)
+            sci, var, mask = _calibrate(path, wf, prep, master_paths, exptime, label)
             if store is not None:
                 store.write_frame(stem, sci=sci, var=var, mask=mask)
         ledger.advance(stem, "calibrated", calib_hash=h_cal, readnoise=prep.readnoise)
@@ -221,7 +241,8 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
                            seconds=time.perf_counter() - t0)
             return summary
         history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
-                   f"input={os.path.basename(path)}", *master_history(wf, master_paths, filt)]
+                   f"input={os.path.basename(path)}",
+                   *master_history(wf, master_paths, label, setup_name)]
         ncr = qa = None
         if wf.cosmics.enabled:
             cos = wf.cosmics
@@ -237,10 +258,7 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
                 qa = qa_calibrated(before[0], var, before[1], unusable(before[1]), name,
                                    params, prep.readnoise, settings=wf.qa,
                                    name=os.path.basename(path), threads=threads).to_dict()
-        header = prep.header.copy()
-        if ncr is not None:
-            header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
-        write_calibrated(out, sci, var, mask, header=header, history=history, overwrite=True)
+        _write(out, sci, var, mask, prep, ncr, history)
         quality = score_frame(wf.truth, os.path.basename(path), mask) \
             if wf.truth and ncr is not None else {}
         seconds = time.perf_counter() - t0
@@ -250,15 +268,90 @@ def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,
         summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
                        output=out, **quality, **extra)
     except Exception as e:  # one bad frame must not stop the night
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if not msg.startswith(str(path)) and not isinstance(e, FrameRejected):
-            msg = f"{path}: {type(e).__name__}: {msg}"
-        try:
-            ledger.fail(stem, msg)
-        except Exception:  # pragma: no cover - the ledger itself unwritable
-            pass
-        # a frame that cannot be used (its file or headers) is set aside;
-        # anything else is a failure of the task
-        summary.update(status="set aside" if isinstance(e, FrameRejected) else "failed",
-                       error=msg, seconds=time.perf_counter() - t0)
+        _failed(ledger, stem, path, e, summary, t0)
+    return summary
+
+
+def _failed(ledger, stem, path, e, summary, t0):
+    """Record a task's exception as one line: a frame that cannot be used
+    (its file or headers) is set aside, anything else is a failure."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if not msg.startswith(str(path)) and not isinstance(e, FrameRejected):
+        msg = f"{path}: {type(e).__name__}: {msg}"
+    try:
+        ledger.fail(stem, msg)
+    except Exception:  # pragma: no cover - the ledger itself unwritable
+        pass
+    summary.update(status="set aside" if isinstance(e, FrameRejected) else "failed",
+                   error=msg, seconds=time.perf_counter() - t0)
+
+
+def _write(out, sci, var, mask, prep, ncr, history):
+    """Write a calibrated product with the raw header, CRNFIX and HISTORY."""
+    header = prep.header.copy()
+    if ncr is not None:
+        header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
+    write_calibrated(out, sci, var, mask, header=header, history=history, overwrite=True)
+
+
+def process_arc_frame(path, wf_dict, master_paths, exptime, *, inputs, label="",
+                      setup_name=None, threads=1):
+    """Calibrate one arc-lamp frame and write ``OUT/<stem>_arc.fits``.
+
+    Overscan-subtracted, trimmed, in electrons, minus the master bias (and
+    dark current x EXPTIME if there is a master dark) of the night
+    (:func:`crdask.calib.response.calibrate_arc`); flat-fielded only with
+    ``steps.arcs.flat``; cleaned of cosmic rays with the workflow's frame
+    method (its fallback for a group method) only with ``steps.arcs.cosmics``
+    (off by default: L.A.Cosmic at science settings clips sharp arc lines).
+    Parameters as :func:`process_science_frame` (``master_paths`` without
+    the flats unless ``steps.arcs.flat``: :func:`crdask.pipeline.arcs_step.
+    submit_arcs`); ``label`` the arc's setup label ('' = no master flat of
+    its setup). Never raises.
+
+    Returns
+    -------
+    dict, the arc's summary (``type`` 'arc', status 'done', 'set aside' or
+    'failed').
+    """
+    t0 = time.perf_counter()
+    wf = load_workflow(wf_dict)
+    load_plugins(wf.plugins)
+    stem = frame_stem(path)
+    ledger = Ledger(wf.output)
+    summary = {"file": os.path.basename(path), "type": "arc", "status": "failed",
+               "stage": None, "seconds": 0.0, "cr_pixels": None, "output": None,
+               "error": None}
+    try:
+        h = config_hash(wf, "arcs")
+        out = arc_output(wf.output, path)
+        if ledger.is_current(stem, None, h, inputs=inputs):
+            summary.update(status="skipped", stage="written", output=out)
+            return summary
+        ledger.start(stem, str(path), None, h, inputs=inputs)
+        prep = electrons(path, wf.calib_setup(), exptime)
+        sci, var, mask = _calibrate(path, wf, prep, master_paths, exptime, label, arc=True)
+        history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
+                   f"input={os.path.basename(path)}",
+                   *master_history(wf, master_paths, label, setup_name),
+                   "arc: bias-subtracted, trimmed, e-" +
+                   ("" if wf.arcs["flat"] else "; not flat-fielded")]
+        ncr = None
+        cos = wf.cosmics
+        name = cos.method if cos.kind == "frame" else cos.fallback
+        if wf.arcs["cosmics"] and cos.enabled and name is not None:
+            params = cos.params_for(filter=None, object=prep.header.get("OBJECT"),
+                                    exptime=exptime, method=name)
+            sci, mask, ncr, words = clean_frame(name, sci, var, mask, params,
+                                                prep.readnoise, threads)
+            history.extend(words)
+        else:
+            history.append("arc: no cosmic-ray cleaning (steps.arcs.cosmics)")
+        _write(out, sci, var, mask, prep, ncr, history)
+        seconds = time.perf_counter() - t0
+        ledger.finish(stem, outputs=[out], cr_pixels=ncr, output=out, seconds=seconds)
+        summary.update(status="done", stage="written", seconds=seconds, cr_pixels=ncr,
+                       output=out)
+    except Exception as e:  # one bad arc must not stop the night
+        _failed(ledger, stem, path, e, summary, t0)
     return summary

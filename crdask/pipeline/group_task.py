@@ -145,7 +145,8 @@ def process_group(label, members, wf_dict, master_paths, group_sha256, member_re
             header["CRGROUP"] = (label, "exposure group cleaned together")
             history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
                        f"input={os.path.basename(m['path'])}",
-                       *master_history(wf, master_paths, m["filter"]), *words,
+                       *master_history(wf, master_paths, m.get("label", m["filter"]),
+                                       m.get("setup")), *words,
                        f"group {label}: " + " ".join(names)]
             write_calibrated(out, clean.astype(np.float32), a["var"], mask, header=header,
                              history=history, overwrite=True)
@@ -212,7 +213,8 @@ def _fallback(frames, wf, master_paths, ledger, threads, why):
         header["CRNFIX"] = (ncr, "number of cosmic-ray pixels found")
         history = [*prep.notes, f"gain={prep.gain} readnoise={prep.readnoise}",
                    f"input={os.path.basename(m['path'])}",
-                   *master_history(wf, master_paths, m["filter"]), *words,
+                   *master_history(wf, master_paths, m.get("label", m["filter"]),
+                                   m.get("setup")), *words,
                    f"fallback: {why}"]
         write_calibrated(path, clean, a["var"], mask, header=header, history=history,
                          overwrite=True)

@@ -45,6 +45,7 @@ from ..io.naming import check_stems
 from .calibration import check_frames
 from .cluster import ClusterError, connect
 from .config import Workflow, config_hash, load_workflow
+from .arcs_step import arc_summaries, submit_arcs
 from .frame_task import calibrated_output, frame_stem, process_science_frame
 from .group_task import group_entry, group_inputs, process_group
 from .groups import group_exposures
@@ -53,12 +54,9 @@ from .lock import OutputLock
 from .masters_step import calibration_frames, masters_current, masters_step
 from .quality import QUALITY_KEYS, cr_summary
 from .report_previews import LivePreviews
+from .spectro_masters import frame_inputs, missing_flat_warnings, night_labels, setup_label
 
 __all__ = ["run_night", "plan_night", "night_inputs", "NightRun", "frame_inputs"]
-
-#: Master files a science frame of filter ``f`` is calibrated with.
-_MASTER_KEYS = ("bias", "dark", "bpm")
-
 
 def _now():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -76,15 +74,6 @@ class NightRun:
     def exit_code(self):
         bad = [f for f in self.record["frames"] if f["status"] in ("failed", "set aside")]
         return 2 if bad or self.record["failures"] else 0
-
-
-def frame_inputs(ledger, path, filt, master_paths):
-    """The input closure of a science frame's product (what it depends on
-    besides the settings): its raw file and the master files it is
-    calibrated with, by checksum."""
-    used = {key: master_paths[key] for key in (*_MASTER_KEYS, f"flat_{filt}")
-            if master_paths.get(key) and os.path.exists(master_paths[key])}
-    return ledger.closure(raw=path, masters=used)
 
 
 # --- planning ---------------------------------------------------------------------
@@ -139,6 +128,7 @@ def plan_night(wf, ledger=None):
     ledger = ledger or Ledger(wf.output, readonly=True)
     h_all = config_hash(wf, "cosmics")
     calib = calibration_frames(catalog)
+    labels = night_labels(calib, wf.keymap())
     master_paths = _current_master_paths(wf, ledger, catalog)
     if not wf.masters["enabled"] or not calib:
         masters = "none"
@@ -160,7 +150,7 @@ def plan_night(wf, ledger=None):
         entry = ledger.get(stem)
         current = (master_paths is not None or masters == "none") and entry is not None \
             and ledger.is_current(stem, None, h_all, inputs=frame_inputs(
-                ledger, info.path, info.filter, master_paths or {}))
+                ledger, info.path, setup_label(labels, info), master_paths or {}))
         if entry is None:
             state = "todo"
         elif entry.get("status") == "failed":
@@ -172,10 +162,11 @@ def plan_night(wf, ledger=None):
         else:
             state = f"resume from {entry.get('stage') or 'start'}"
         science.append({"file": info.path, "state": state, "filter": info.filter,
-                        "object": info.object, "group": membership.get(info.path)})
+                        "setup": info.setup, "object": info.object,
+                        "group": membership.get(info.path)})
     groups = {g.label(): g.count for g in catalog.groups()}
     return {"catalog": catalog, "groups": groups, "science": science,
-            "exposure_groups": exposure_groups, "masters": masters}
+            "exposure_groups": exposure_groups, "masters": masters, "labels": labels}
 
 
 # --- the night ------------------------------------------------------------------------
@@ -194,7 +185,7 @@ def _skipped(ledger, wf, info):
                     **{k: einfo[k] for k in (*QUALITY_KEYS, "qa") if k in einfo})
 
 
-def _submit_science(client, wf, ledger, infos, master_paths, threads, resources):
+def _submit_science(client, wf, ledger, infos, master_paths, threads, resources, labels):
     """Submit the frame and group tasks. Returns (futures -> what, skipped
     frame summaries, skipped groups)."""
     wf_dict = wf.to_dict()
@@ -202,13 +193,15 @@ def _submit_science(client, wf, ledger, infos, master_paths, threads, resources)
     cos = wf.cosmics
     submit = dict(pure=False, retries=2, resources=resources)
     futures, skipped, skipped_groups = {}, [], []
-    inputs = {i.path: frame_inputs(ledger, i.path, i.filter, master_paths) for i in infos}
+    inputs = {i.path: frame_inputs(ledger, i.path, setup_label(labels, i), master_paths)
+              for i in infos}
 
     def frame(info, **kw):
         key = f"frame-{frame_stem(info.path)}-{closure_digest(inputs[info.path])[:12]}"
         return client.submit(process_science_frame, info.path, wf_dict, master_paths,
                              info.exptime, info.filter, inputs=inputs[info.path],
-                             threads=threads, key=key + ("-cal" if kw else ""), **kw,
+                             threads=threads, key=key + ("-cal" if kw else ""),
+                             label=setup_label(labels, info), setup_name=info.setup, **kw,
                              **submit)
 
     def done(info):
@@ -223,6 +216,7 @@ def _submit_science(client, wf, ledger, infos, master_paths, threads, resources)
                 singles.extend(g.members)
                 continue
             members = [{"path": m.path, "exptime": m.exptime, "filter": m.filter,
+                        "label": setup_label(labels, m), "setup": m.setup,
                         "inputs": inputs[m.path]} for m in g.members]
             sha = closure_digest(group_inputs(members))
             if ledger.is_current(group_entry(g.label), sha, h_all,
@@ -386,10 +380,16 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         with dask.config.set(scheduler="threads") if local else contextlib.nullcontext():
             master_info, master_paths, rejected = masters_step(wf, ledger, catalog, log)
         live.masters(master_paths)
+        for line in missing_flat_warnings(wf, plan["labels"], master_paths,
+                                          [i for i in catalog.science_like() if not i.error]):
+            log(f"crdask: warning: {line}")
+            warnings.append(line)
         failures += [{"file": os.path.basename(p), "reason": why} for p, why in rejected]
         why_rejected = dict(rejected)
+        arcs = [i for i in catalog.frames if i.frame_type == "arc" and not i.error] \
+            if wf.arcs["enabled"] else []
         for info in catalog.frames:
-            if info.error or info.science_like:
+            if info.error or info.science_like or info in arcs:
                 continue
             frames.append({"file": os.path.basename(info.path), "type": info.frame_type,
                            "group": _group_label(info),
@@ -405,8 +405,14 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
             frames.append({"file": os.path.basename(path), "type": "science", "group": None,
                            "status": "set aside", "error": why})
         futures, skipped, skipped_groups = _submit_science(
-            client, wf, ledger, sci_infos, master_paths, threads, resources)
+            client, wf, ledger, sci_infos, master_paths, threads, resources, plan["labels"])
+        arc_futures = submit_arcs(client, wf, ledger, arcs, master_paths, threads,
+                                  resources, plan["labels"])
         results, groups, _ = _collect(futures, skipped, skipped_groups, progress, log, live)
+        for res in arc_summaries(client, arcs, arc_futures, log, _group_label):
+            if res["status"] in ("failed", "set aside"):
+                failures.append({"file": res["file"], "reason": res["error"]})
+            frames.append(res)
         failures += [{"file": f"group {g['label']}", "reason": g["error"]} for g in groups
                      if g.get("status") == "failed"]
         by_name = {os.path.basename(i.path): i for i in sci_infos}
@@ -461,8 +467,12 @@ def _group_label(info):
         return f"{info.frame_type} filter={info.filter} object={info.object}"
     if info.frame_type == "dark":
         return f"dark exptime={info.exptime:g}s" if info.exptime else "dark"
+    if info.frame_type == "flat" and (info.grism or info.slit):
+        return f"flat setup={info.setup}"
     if info.frame_type == "flat":
         return f"flat filter={info.filter}"
+    if info.frame_type == "arc":
+        return f"arc setup={info.setup}"
     return info.frame_type
 
 
