@@ -59,6 +59,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .scheduler_probe import ClusterError, check_address, probe_scheduler
+
 __all__ = ["ClusterError", "Cluster", "connect", "local_cluster_size", "KINDS",
            "CLUSTER_CHOICES", "deployer_class", "security_from_config", "make_deployer"]
 
@@ -84,10 +86,6 @@ _BYTES_PER_WORKER = 2 * 2**30
 #: Dask resource that makes a worker of our own LocalCluster run one task at
 #: a time with all its threads (the task uses them itself).
 TASK_RESOURCE = "crdask_task"
-
-
-class ClusterError(RuntimeError):
-    """The Dask cluster could not be started or reached (one line)."""
 
 
 @dataclass
@@ -162,89 +160,6 @@ def local_cluster_size(ntasks, workers=None, threads_per_worker=None, cores=None
     if threads_per_worker is None:
         return n, max(1, cores // n)
     return n, threads_per_worker
-
-
-def _check_address(address):
-    from distributed.comm import parse_address
-
-    text = str(address).strip()
-    if "://" not in text and ":" not in text:
-        raise ClusterError(f"scheduler {address!r}: not an address; "
-                           "use tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786)")
-    try:
-        scheme, _ = parse_address(text if "://" in text else f"tcp://{text}")
-    except ValueError as e:
-        raise ClusterError(f"scheduler {address!r}: not an address ({e})") from None
-    if scheme not in ("tcp", "tls", "inproc", "ws", "wss", "ucx"):
-        raise ClusterError(f"scheduler {address!r}: unknown protocol {scheme!r}; "
-                           "use tcp:// (or tls:// with a security configuration)")
-    return text, scheme
-
-
-def _probe_scheduler(address, where, timeout, security):
-    """Ask ``address`` who it is, every step bounded by ``timeout``.
-
-    ``Client(address, timeout=...)`` bounds the TCP connect but not the Dask
-    handshake: something that accepts the connection and never answers (an
-    HTTP server, the dashboard port) would hang it. A plain ``identity``
-    request with our own deadline tells those apart first."""
-    import asyncio
-
-    from distributed.comm import connect as comm_connect
-    from distributed.comm.addressing import parse_address, parse_host_port
-
-    kw = security.get_connection_args("client") if security is not None else {}
-    host, port = parse_host_port(parse_address(address)[1])
-
-    async def listening():
-        # Phase 1, a plain TCP connection: a refused port is retried until
-        # ``timeout`` (a scheduler may still be starting), as Dask does.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            left = deadline - loop.time()
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
-                                                   max(left, 0.05))
-                writer.close()
-                return
-            except OSError as e:   # refused, unreachable, or this attempt's deadline
-                if loop.time() + 0.25 >= deadline:
-                    # a plain OSError (not TimeoutError): "nothing listens"
-                    raise OSError(f"{type(e).__name__}: {e}" if str(e)
-                                  else type(e).__name__) from None
-                await asyncio.sleep(0.25)
-
-    async def ask():
-        await listening()
-        # Phase 2, something listens: the Dask handshake gets its own deadline
-        # (distributed's connect does not bound it: an HTTP server or the
-        # dashboard port would hang it).
-        async def identity():
-            comm = await comm_connect(address, timeout=timeout, **kw)
-            try:
-                await comm.write({"op": "identity", "reply": True})
-                return await comm.read()
-            finally:
-                comm.abort()
-        return await asyncio.wait_for(identity(), timeout)
-
-    try:
-        reply = asyncio.run(ask())
-    except (asyncio.TimeoutError, TimeoutError):
-        raise ClusterError(f"{where}: no Dask scheduler answered within {timeout:g} s; "
-                           "is this the scheduler's port (8786), not the dashboard or "
-                           "another server?") from None
-    except OSError as e:
-        raise ClusterError(f"{where}: cannot connect within {timeout:g} s "
-                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                           "); is a Dask scheduler running there?") from None
-    except Exception as e:
-        raise ClusterError(f"{where}: not a Dask scheduler ({type(e).__name__}); is this "
-                           "the scheduler's port, not the dashboard?") from None
-    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
-        what = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
-        raise ClusterError(f"{where}: answers, but is a {what}, not a Dask scheduler")
 
 
 def _wait_for_workers(client, where, timeout, log):
@@ -498,7 +413,7 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
         where = f"scheduler {address} (from {path})"
         kind = "scheduler_file"
     elif scheduler is not None:
-        address, scheme = _check_address(scheduler)
+        address, scheme = check_address(scheduler)
         if scheme in ("tls", "wss") and security is None:
             raise ClusterError(f"scheduler {scheduler}: {scheme}:// needs a security "
                                "configuration (distributed.comm.tls in Dask's config)")
@@ -507,7 +422,7 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
     else:
         address = None
     if address is not None:
-        _probe_scheduler(address, where, timeout, security)
+        probe_scheduler(address, where, timeout, security)
         try:
             client = Client(address, timeout=f"{timeout}s", security=security)
         except Exception as e:
