@@ -357,7 +357,6 @@ def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise,
         offsets = measure_offsets(median2d, singles_clean, p["mm_crosscorr_region"])
         shift = True
     xplot = min2d.ravel()
-    yplot = (median2d - min2d).ravel()
     # mm_seed None: one fresh seed for the limits and the blocks alike
     seed = p["mm_seed"] if p["mm_seed"] is not None else \
         int(np.random.SeedSequence().entropy % (2 ** 63))
