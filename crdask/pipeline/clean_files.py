@@ -58,6 +58,8 @@ __all__ = [
     "clean_one",
     "clean_files",
     "header_params",
+    "job_summary",
+    "failure_line",
     "add_history",
 ]
 
@@ -104,12 +106,26 @@ def plan_outputs(inputs, out_dir, suffix="_crclean"):
     return plan
 
 
-def _summary(job, **kw):
+def job_summary(job, **kw):
+    """The summary dict of one cleaning job (``clean_one``, ``clean_large``):
+    input, output, hdu, ok, ncr, seconds, shape, error, warnings, with
+    ``kw`` over the defaults (not done, nothing found yet)."""
     s = {"input": job["input"], "output": job["output"], "hdu": job.get("hdu"),
          "ok": False, "ncr": None, "seconds": None, "shape": None, "error": None,
          "warnings": []}
     s.update(kw)
     return s
+
+
+def failure_line(e, where):
+    """The one line that sets a cleaning job's frame aside for exception
+    ``e``; ``where`` names the file (and HDU). Input errors already name
+    them; anything else gets its type."""
+    if isinstance(e, FitsInputError):
+        return str(e)
+    if isinstance(e, OutputExistsError):
+        return f"{where}: {e}"
+    return f"{where}: {type(e).__name__}: {e}"
 
 
 def _where(job, hdu):
@@ -199,16 +215,12 @@ def clean_one(job):
             text = " ".join(str(w.message).split())
             if text not in msgs:
                 msgs.append(text)
-        return _summary(job, hdu=image.hdu, ok=True, ncr=ncr, shape=image.data.shape,
+        return job_summary(job, hdu=image.hdu, ok=True, ncr=ncr, shape=image.data.shape,
                         gain=params["gain"], readnoise=params["readnoise"],
                         seconds=time.perf_counter() - t0, warnings=msgs)
-    except FitsInputError as e:
-        err = str(e)
-    except OutputExistsError as e:
-        err = f"{_where(job, label)}: {e}"
-    except Exception as e:  # anything else still only sets this frame aside
-        err = f"{_where(job, label)}: {type(e).__name__}: {e}"
-    return _summary(job, hdu=label, error=err, seconds=time.perf_counter() - t0)
+    except Exception as e:  # anything only sets this frame aside
+        err = failure_line(e, _where(job, label))
+    return job_summary(job, hdu=label, error=err, seconds=time.perf_counter() - t0)
 
 
 def clean_files(inputs, out_dir, params=None, *, hdu=None, mask_hdu=None, gain_key=None,
@@ -244,7 +256,7 @@ def clean_files(inputs, out_dir, params=None, *, hdu=None, mask_hdu=None, gain_k
                "mask_hdu": mask_hdu, "gain_key": gain_key, "readnoise_key": readnoise_key,
                "overwrite": bool(overwrite), "num_threads": threads_per_worker}
         if err is not None:
-            results[i] = _summary(job, error=err)
+            results[i] = job_summary(job, error=err)
             on_result(results[i])
         else:
             jobs.append((i, job))
@@ -275,7 +287,7 @@ def clean_files(inputs, out_dir, params=None, *, hdu=None, mask_hdu=None, gain_k
             try:
                 summary = fut.result()
             except Exception as e:  # e.g. KilledWorker: the worker died
-                summary = _summary(job, error=f"{_where(job, job.get('hdu'))}: task failed: "
+                summary = job_summary(job, error=f"{_where(job, job.get('hdu'))}: task failed: "
                                    f"{type(e).__name__}: {e}")
             fut.release()
             results[i] = summary

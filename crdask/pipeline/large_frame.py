@@ -42,7 +42,7 @@ from ..cosmic.lacosmic import make_params
 from ..cosmic.lacosmic_graph import frame_values, lacosmic_graph
 from ..io.atomic import OutputExistsError, atomic_open
 from ..io.fits import FitsInputError, ImageInput, output_header, parse_hdu
-from .clean_files import add_history, header_params
+from .clean_files import add_history, failure_line, header_params, job_summary
 
 __all__ = ["LARGE_FRAME_PIXELS", "BLOCK_SHAPE", "large_frame_pixels", "FitsBlockReader",
            "is_large", "clean_large"]
@@ -253,14 +253,6 @@ def _padded(n):
     return -(-n // 2880) * 2880
 
 
-def _summary(job, **kw):
-    s = {"input": job["input"], "output": job["output"], "hdu": job.get("hdu"),
-         "ok": False, "ncr": None, "seconds": None, "shape": None, "error": None,
-         "warnings": []}
-    s.update(kw)
-    return s
-
-
 def clean_large(job):
     """Clean one large FITS frame block by block (the ``clean_one`` task for
     frames above the threshold); same ``job`` dict and summary as
@@ -289,16 +281,12 @@ def clean_large(job):
         where = f"{image.path}[{image.hdu}]"
         params, sources = header_params(image, job)
         ncr, msgs = _clean_to_file(image, params, sources, job)
-        return _summary(job, hdu=image.hdu, ok=True, ncr=ncr, shape=image.data.shape,
+        return job_summary(job, hdu=image.hdu, ok=True, ncr=ncr, shape=image.data.shape,
                         gain=params["gain"], readnoise=params["readnoise"],
                         seconds=time.perf_counter() - t0, warnings=msgs)
-    except FitsInputError as e:
-        err = str(e)
-    except OutputExistsError as e:
-        err = f"{where}: {e}"
-    except Exception as e:  # anything else still only sets this frame aside
-        err = f"{where}: {type(e).__name__}: {e}"
-    return _summary(job, hdu=label, error=err, seconds=time.perf_counter() - t0)
+    except Exception as e:  # anything only sets this frame aside
+        err = failure_line(e, where)
+    return job_summary(job, hdu=label, error=err, seconds=time.perf_counter() - t0)
 
 
 def _clean_to_file(image, params, sources, job):
