@@ -7,7 +7,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
-from crdask.kernels import clean, laplace, lacosmic_steps, median, morphology, select
+from crdask.kernels import clean, laplace, lacosmic_steps, median, morphology, select, sepmedian
 from crdask.kernels.convolve import convolve
 
 # Images with many ties (small integers) or continuous values.
@@ -45,7 +45,19 @@ def ref_sep_median(data, size):
 @pytest.mark.parametrize("size", [3, 5, 7, 9])
 @given(data=images())
 def test_sepmedfilt_matches_reference(size, data):
-    np.testing.assert_array_equal(median.sepmedfilt(data, size), ref_sep_median(data, size))
+    np.testing.assert_array_equal(sepmedian.sepmedfilt(data, size), ref_sep_median(data, size))
+
+
+@pytest.mark.parametrize("n", [4, 6, 8])
+def test_middle_pair_networks_by_the_zero_one_principle(n):
+    # A comparator network selects ranks correctly for every input iff it
+    # does for every 0/1 input (Knuth, TAOCP 5.3.4): check all 2**n of them.
+    import itertools
+    net = getattr(sepmedian, f"mid2_of{n}")
+    for bits in itertools.product((0.0, 1.0), repeat=n):
+        lo, hi = net(*[np.float32(b) for b in bits])
+        ranked = sorted(bits)
+        assert (lo, hi) == (ranked[n // 2 - 1], ranked[n // 2]), bits
 
 
 @pytest.mark.parametrize("size", [3, 5, 7, 9])
@@ -169,6 +181,13 @@ def test_cleaners_match_reference(kind, data, seed):
         clean.clean_idw(got, crmask, mask, bg)
     else:
         clean.clean_median(got, crmask)
+    if kind != "median":  # the at-indices form gives the same values and says what moved
+        at = data.copy()
+        idx = np.flatnonzero(crmask)
+        moved = clean.clean_masked_at(clean.MASKED_KINDS[kind], at, crmask, mask, bg, idx)
+        np.testing.assert_array_equal(at.view(np.uint32), got.view(np.uint32))
+        np.testing.assert_array_equal(
+            moved, at.view(np.uint32).ravel()[idx] != data.view(np.uint32).ravel()[idx])
     if kind in ("meanmask", "idw"):  # float32 running sums vs float64 reference
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * (np.abs(data).max() + 1))
     else:
@@ -177,6 +196,24 @@ def test_cleaners_match_reference(kind, data, seed):
         again = got.copy()
         getattr(clean, "clean_idw" if kind == "idw" else f"clean_{kind}")(again, crmask, mask, bg)
         np.testing.assert_array_equal(again, got)
+
+
+@given(shape=st.tuples(st.integers(1, 25), st.integers(1, 25)), seed=st.integers(0, 1000),
+       reach=st.integers(0, 3))
+def test_flag_new_and_flagged_near_match_numpy(shape, seed, reach):
+    rng = np.random.default_rng(seed)
+    crmask = rng.random(shape) < 0.2
+    found = rng.random(shape) < 0.2
+    before = crmask.copy()
+    new = clean.flag_new(crmask, found)
+    np.testing.assert_array_equal(new, np.flatnonzero(found & ~before))
+    np.testing.assert_array_equal(crmask, before | found)
+    seeds = np.zeros(shape, bool)
+    seeds.flat[new] = True
+    near = ndimage.binary_dilation(seeds, np.ones((2 * reach + 1,) * 2, bool)) & crmask
+    got = clean.flagged_near(crmask, new, reach)
+    assert len(set(got.tolist())) == got.size
+    np.testing.assert_array_equal(np.sort(got), np.flatnonzero(near))
 
 
 @given(values=hnp.arrays(np.float32, st.tuples(st.integers(1, 40), st.integers(1, 40)),
@@ -212,7 +249,7 @@ def test_candidate_growth_matches_numpy(sp, seed):
 def test_filters_at_points_equal_the_whole_image_filters(size, data, seed):
     rng = np.random.default_rng(seed)
     ys, xs = np.nonzero(rng.random(data.shape) < 0.3)
-    np.testing.assert_array_equal(median.sepmedfilt_at(data, ys, xs, size),
+    np.testing.assert_array_equal(sepmedian.sepmedfilt_at(data, ys, xs, size),
                                   ref_sep_median(data, size)[ys, xs])
     np.testing.assert_array_equal(median.medfilt_at(data, ys, xs, size),
                                   ref_median_filter(data, size)[ys, xs])
@@ -238,11 +275,11 @@ def test_dilate5_points_equals_dilate5(mask, niter):
 @given(data=images(max_side=30), seed=st.integers(0, 2**32 - 1))
 def test_sepmed_apply_inplace_equals_two_steps(size, data, seed):
     noise = (np.random.default_rng(seed).random(data.shape) + 0.05).astype(np.float32)
-    got0 = median.sepmedfilt_apply_inplace(data.copy(), size, noise, 0)
-    got1 = median.sepmedfilt_apply_inplace(data.copy(), size, noise, 1)
+    got0 = sepmedian.sepmedfilt_apply_inplace(data.copy(), size, noise, 0)
+    got1 = sepmedian.sepmedfilt_apply_inplace(data.copy(), size, noise, 1)
     # bit for bit (signed zeros too) against the two-step kernels it replaces
-    two0 = lacosmic_steps.subtract_inplace(data.copy(), median.sepmedfilt(data, size))
-    two1 = lacosmic_steps.fine_structure_contrast(data.copy(), median.sepmedfilt(data, size),
+    two0 = lacosmic_steps.subtract_inplace(data.copy(), sepmedian.sepmedfilt(data, size))
+    two1 = lacosmic_steps.fine_structure_contrast(data.copy(), sepmedian.sepmedfilt(data, size),
                                                   noise)
     np.testing.assert_array_equal(got0.view(np.uint32), two0.view(np.uint32))
     np.testing.assert_array_equal(got1.view(np.uint32), two1.view(np.uint32))

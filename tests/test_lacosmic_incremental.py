@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from crdask import lacosmic
 from crdask.cosmic import lacosmic_core as core
+from crdask.cosmic import lacosmic_detect as detect
 from crdask.cosmic.lacosmic import make_params
 from crdask.cosmic.lacosmic_graph import electrons
 from crdask.kernels.lacosmic_steps import dirty_boxes
@@ -42,7 +43,7 @@ cases = st.fixed_dictionaries({
     "band": st.sampled_from([1, 3, 8, 32]),
     # inf: always the windows (small test frames would mostly fall back to
     # one whole-image detection at the default fraction)
-    "max_fraction": st.sampled_from([np.inf, np.inf, core.UPDATE_MAX_FRACTION]),
+    "max_fraction": st.sampled_from([np.inf, np.inf, detect.UPDATE_MAX_FRACTION]),
 })
 
 
@@ -83,9 +84,9 @@ def run(data, inmask, inbkg, invar, p, incremental, stop):
 @given(c=cases)
 def test_incremental_equals_full_recomputation(c):
     data, inmask, inbkg, invar, p = setup(c)
-    old = core.UPDATE_CELL, core.UPDATE_MAX_FRACTION
-    core.UPDATE_CELL = c["band"]  # box edges anywhere, including 1-pixel cells
-    core.UPDATE_MAX_FRACTION = c["max_fraction"]
+    old = detect.UPDATE_CELL, detect.UPDATE_MAX_FRACTION
+    detect.UPDATE_CELL = c["band"]  # box edges anywhere, including 1-pixel cells
+    detect.UPDATE_MAX_FRACTION = c["max_fraction"]
     try:
         for stop in (True, False):  # the local rule, and a frame-wide iteration count
             full = run(data, inmask, inbkg, invar, p, False, stop)
@@ -95,7 +96,7 @@ def test_incremental_equals_full_recomputation(c):
                 np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
             assert inc[3] == full[3]
     finally:
-        core.UPDATE_CELL, core.UPDATE_MAX_FRACTION = old
+        detect.UPDATE_CELL, detect.UPDATE_MAX_FRACTION = old
 
 
 def test_later_iterations_find_more_and_touch_little():
@@ -110,17 +111,19 @@ def test_later_iterations_find_more_and_touch_little():
     clean, bkg, var, raw, _ = electrons(data, None, None, p)
     bad = core.bad_pixel_mask(raw, np.zeros(data.shape, bool), p)
     calls = []
-    real = core.detect_once
+    real = detect.detect_once
 
     def spy(c, *a, **k):
         calls.append(c.size)
         return real(c, *a, **k)
 
-    core.detect_once = spy
+    # detect_update calls the module's detect_once on its windows; iterate
+    # calls core's name for the first, whole-image detection
+    detect.detect_once = core.detect_once = spy
     try:
         crmask, _ = core.iterate(clean, var, bkg, bad, p, np.float32(0), np.float32(0), 4)
     finally:
-        core.detect_once = real
+        detect.detect_once = core.detect_once = real
     full, _ = run(data, None, None, None, p, False, True)[:2]
     np.testing.assert_array_equal(crmask, full)
     assert calls[0] == data.size

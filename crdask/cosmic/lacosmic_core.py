@@ -12,18 +12,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import lacosmic_steps as st
-from ..kernels.clean import clean_meanmask, clean_median, clean_medmask, clean_idw
-from ..kernels.convolve import convolve
-from ..kernels.laplace import laplacian_rebin
-from ..kernels.median import (
-    medfilt,
-    medfilt_at,
-    sepmedfilt,
-    sepmedfilt_apply_inplace,
-    sepmedfilt_at,
+from ..kernels.clean import (
+    MASKED_KINDS,
+    clean_idw,
+    clean_masked_at,
+    clean_meanmask,
+    clean_median,
+    clean_medmask,
+    flag_new,
+    flagged_near,
 )
+from ..kernels.median import medfilt_at
+from ..kernels.sepmedian import sepmedfilt_at
 from ..kernels.morphology import dilate3, dilate5_points
+from .lacosmic_detect import detect_once, detect_update, stage_reaches
 
 CLEANTYPES = ("median", "medmask", "meanmask", "idw")
 FSMODES = ("median", "convolve")
@@ -70,18 +72,9 @@ def step_radii(p):
     (the candidate mask of one iteration from the current image) and
     ``clean`` (the cleaning window).
     """
-    r_noise = 3 if p.sepmed else 2          # sepmedfilt7 / medfilt5 of the variance
-    r_s = max(1, r_noise)                   # Laplacian (1) over the noise
-    r_sp = r_s + (3 if p.sepmed else 2)     # s minus its median
-    if p.fsmode == "median":
-        r_f = 2 + 4 if p.sepmed else 1 + 3  # f = med5/med3, minus med9/med7
-    else:
-        kr = max(p.psfk.shape) // 2
-        r_f = r_noise + kr + (4 if p.sepmed else 3)
-    r_f = max(r_f, r_noise)
     return {
         "mask": (3 if p.sepmed else 2) + 2 * 2,  # median, then dilate5 twice
-        "detect": max(r_sp, r_f) + 2,            # two 3x3 growths
+        "detect": stage_reaches(p)["found"][0],
         "clean": 2,
     }
 
@@ -121,10 +114,6 @@ def initial_variance(clean_e, bkg_e, invar, p):
     return np.ascontiguousarray(var, dtype=np.float32)
 
 
-def _median(img, size, sepmed):
-    return sepmedfilt(img, size + 2) if sepmed else medfilt(img, size)
-
-
 def bad_pixel_mask(clean_e, inmask, p):
     """Input mask grown by 1 pixel, plus saturated stars grown by 4.
 
@@ -146,34 +135,6 @@ def bad_pixel_mask(clean_e, inmask, p):
     return dilate3(inmask)
 
 
-def detect_once(clean, var, bkg_e, bad, p):
-    """One L.A.Cosmic detection: bool mask of CR pixels and its count."""
-    noise = _median(var, 5, p.sepmed)            # CR-free variance estimate
-    if bkg_e is not None:
-        noise += bkg_e                            # background Poisson, unsmoothed
-    st.noise_map(noise)
-    s = st.divide_twice_noise(laplacian_rebin(clean), noise)
-    # s is reused as sp, f as its contrast; separable medians are combined in
-    # place (one image less in memory per block, the same bits)
-    if p.sepmed:
-        sp = sepmedfilt_apply_inplace(s, 5 + 2, noise, 0)
-    else:
-        sp = st.subtract_inplace(s, medfilt(s, 5))
-    if p.fsmode == "convolve":
-        num, den = st.weighted_inputs(clean, noise)
-        f = st.divide_inplace(convolve(num, p.psfk), convolve(den, p.psfk))
-        del num, den
-    else:
-        f = _median(clean, 3, p.sepmed)
-    if p.sepmed:
-        f = sepmedfilt_apply_inplace(f, 7 + 2, noise, 1)
-    else:
-        f = st.fine_structure_contrast(f, medfilt(f, 7), noise)
-    cand = st.initial_candidates(sp, f, bad, p.sigclip, p.objlim)
-    cand, _ = st.grow_candidates(cand, sp, bad, p.sigclip)
-    return st.grow_candidates(cand, sp, bad, p.sigcliplow)
-
-
 def clean_pass(arr, crmask, bad, background, cleantype):
     """Replace ``crmask`` pixels of ``arr`` in place with ``cleantype``."""
     if cleantype == "median":
@@ -184,57 +145,6 @@ def clean_pass(arr, crmask, bad, background, cleantype):
         clean_medmask(arr, crmask, bad, background)
     else:
         clean_idw(arr, crmask, bad, background)
-
-
-#: Cell side (pixels) of the grid on which :func:`detect_update` groups the
-#: changed pixels into windows: reaches closer than a cell share a window.
-UPDATE_CELL = 4
-#: When the windows would cover more than this fraction of the image (dense
-#: CRs), one whole-image detection is cheaper than the windows and halos.
-UPDATE_MAX_FRACTION = 0.8
-
-
-def detect_update(clean, var, bkg_e, bad, p, found, ys, xs):
-    """Re-detect only where the image changed since ``found`` was detected.
-
-    ``found`` is the previous iteration's detection (bool ``(ny, nx)``); the
-    pixels ``(ys, xs)`` are those whose value (in ``clean`` or ``var``) the
-    cleaning has changed since. A detection at a pixel depends only on the
-    image within ``step_radii(p)['detect']`` pixels of it, so only pixels
-    within that reach of a changed pixel can change. They are grouped into
-    boxes (``kernels.lacosmic_steps.dirty_boxes``) and each box is
-    recomputed on a window with a halo of the same reach (clipped at the
-    frame edge, where the kernels then see the same edge as on the whole
-    frame); everything else is kept. The result is bit-identical to
-    ``detect_once`` on the whole image.
-
-    Returns ``(found, count)`` as :func:`detect_once` (``found`` is updated
-    in place).
-
-    Example
-    -------
-    >>> found, n = detect_update(clean, var, None, bad, p, found, ys, xs)  # doctest: +SKIP
-    """
-    if ys.size == 0:
-        return found, int(np.count_nonzero(found))
-    reach = step_radii(p)["detect"]
-    ny, nx = clean.shape
-    boxes = st.dirty_boxes(ys, xs, ny, nx, reach, UPDATE_CELL)
-    wy0 = np.maximum(boxes[:, 0] - reach, 0)
-    wy1 = np.minimum(boxes[:, 1] + reach, ny)
-    wx0 = np.maximum(boxes[:, 2] - reach, 0)
-    wx1 = np.minimum(boxes[:, 3] + reach, nx)
-    if ((wy1 - wy0) * (wx1 - wx0)).sum() > UPDATE_MAX_FRACTION * clean.size:
-        return detect_once(clean, var, bkg_e, bad, p)
-    for k in range(boxes.shape[0]):
-        y0, y1, x0, x1 = boxes[k]
-        win = (slice(wy0[k], wy1[k]), slice(wx0[k], wx1[k]))
-        part, _ = detect_once(np.ascontiguousarray(clean[win]),
-                              np.ascontiguousarray(var[win]),
-                              None if bkg_e is None else np.ascontiguousarray(bkg_e[win]),
-                              np.ascontiguousarray(bad[win]), p)
-        found[y0:y1, x0:x1] = part[y0 - wy0[k]:y1 - wy0[k], x0 - wx0[k]:x1 - wx0[k]]
-    return found, int(np.count_nonzero(found))
 
 
 def _changed_by(fn, crmask, *images):
@@ -260,7 +170,9 @@ def iterate(clean, var, bkg_e, bad, p, bg_level, bg_var_level, n_iter,
     field: bit ``i`` set when iteration ``i`` found CR pixels inside it.
     ``incremental`` (default) makes every iteration after the first
     re-detect only near the pixels the previous cleaning changed
-    (:func:`detect_update`); ``False`` recomputes the whole image each time.
+    (:func:`crdask.cosmic.lacosmic_detect.detect_update`) and a masked cleaner
+    redo only the flagged pixels near new flags; ``False`` recomputes the
+    whole image each time.
     The results are identical. Returns ``(crmask, bits)``; ``clean`` and
     ``var`` are cleaned in place.
     """
@@ -268,6 +180,10 @@ def iterate(clean, var, bkg_e, bad, p, bg_level, bg_var_level, n_iter,
     bits = 0
     found = changed = None
     nx = clean.shape[1]
+    # A masked cleaner only needs to redo the flagged pixels near the ones
+    # just flagged (see ``clean_masked_at``); the unmasked median reads
+    # flagged pixels too, so it cleans every flagged pixel every time.
+    kind = MASKED_KINDS.get(p.cleantype) if incremental else None
     for it in range(n_iter):
         if found is None or not incremental:
             found, count = detect_once(clean, var, bkg_e, bad, p)
@@ -276,9 +192,15 @@ def iterate(clean, var, bkg_e, bad, p, bg_level, bg_var_level, n_iter,
                                          changed // nx, changed % nx)
         if count_region is not None and found[count_region].any():
             bits |= 1 << it
-        st.or_into(crmask, found)
+        new = flag_new(crmask, found)
         if count == 0 and stop_when_clean:
             break
+        if kind is not None:
+            idx = new if it == 0 else flagged_near(crmask, new, 2)
+            moved = clean_masked_at(kind, clean, crmask, bad, bg_level, idx)
+            moved |= clean_masked_at(kind, var, crmask, bad, bg_var_level, idx)
+            changed = idx[moved]
+            continue
 
         def clean_both():
             clean_pass(clean, crmask, bad, bg_level, p.cleantype)

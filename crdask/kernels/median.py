@@ -4,17 +4,15 @@ All filters take a C-contiguous float32 ``(ny, nx)`` array and return a new
 float32 array of the same shape. Values must be finite (callers mask and fill
 NaN/inf first): the branch-free min/max networks below do not order NaN.
 
-Edge behaviour (the same as astroscrappy, so results can be compared):
+Edge behaviour (the same as astroscrappy, so results can be compared): the
+full ``medfilt(data, size)`` copies the border of width ``size // 2`` from
+the input, unfiltered. The separable filters built on the same networks are
+in :mod:`crdask.kernels.sepmedian`.
 
-* full ``medfilt(data, size)``: the border of width ``size // 2`` is copied
-  from the input, unfiltered;
-* separable ``sepmedfilt(data, size)``: a 1-D median of ``size`` pixels along
-  each row (x), then along each column (y) of the row-filtered image; the
-  border of width ``size // 2`` on all four sides is copied from the input.
-
-The separable filters use explicit min/max selection networks over registers
-so that LLVM vectorises the loop over x; the full filters apply a pruned
-Batcher sorting network lane-wise to blocks of pixels (same reason).
+The small medians below are explicit min/max selection networks over
+registers so that LLVM vectorises the loops that call them; the full filters
+apply a pruned Batcher sorting network lane-wise to blocks of pixels (same
+reason).
 """
 
 import numpy as np
@@ -26,130 +24,85 @@ from numba import njit
 
 
 @njit(cache=True, inline="always")
-def _sort2(a, b):
+def sort2(a, b):
+    """``(min(a, b), max(a, b))``: one compare-exchange."""
     return min(a, b), max(a, b)
 
 
 @njit(cache=True, inline="always")
 def med3(a, b, c):
     """Median of three values."""
-    a, b = _sort2(a, b)
-    b, c = _sort2(b, c)
-    a, b = _sort2(a, b)
+    a, b = sort2(a, b)
+    b, c = sort2(b, c)
+    a, b = sort2(a, b)
     return b
 
 
 @njit(cache=True, inline="always")
 def med5(p0, p1, p2, p3, p4):
     """Median of five values (7 compare-exchanges)."""
-    p0, p1 = _sort2(p0, p1)
-    p3, p4 = _sort2(p3, p4)
-    p0, p3 = _sort2(p0, p3)
-    p1, p4 = _sort2(p1, p4)
-    p1, p2 = _sort2(p1, p2)
-    p2, p3 = _sort2(p2, p3)
-    p1, p2 = _sort2(p1, p2)
+    p0, p1 = sort2(p0, p1)
+    p3, p4 = sort2(p3, p4)
+    p0, p3 = sort2(p0, p3)
+    p1, p4 = sort2(p1, p4)
+    p1, p2 = sort2(p1, p2)
+    p2, p3 = sort2(p2, p3)
+    p1, p2 = sort2(p1, p2)
     return p2
 
 
 @njit(cache=True, inline="always")
 def med7(p0, p1, p2, p3, p4, p5, p6):
     """Median of seven values (13 compare-exchanges)."""
-    p0, p5 = _sort2(p0, p5)
-    p0, p3 = _sort2(p0, p3)
-    p1, p6 = _sort2(p1, p6)
-    p2, p4 = _sort2(p2, p4)
-    p0, p1 = _sort2(p0, p1)
-    p3, p5 = _sort2(p3, p5)
-    p2, p6 = _sort2(p2, p6)
-    p2, p3 = _sort2(p2, p3)
-    p3, p6 = _sort2(p3, p6)
-    p4, p5 = _sort2(p4, p5)
-    p1, p4 = _sort2(p1, p4)
-    p1, p3 = _sort2(p1, p3)
-    p3, p4 = _sort2(p3, p4)
+    p0, p5 = sort2(p0, p5)
+    p0, p3 = sort2(p0, p3)
+    p1, p6 = sort2(p1, p6)
+    p2, p4 = sort2(p2, p4)
+    p0, p1 = sort2(p0, p1)
+    p3, p5 = sort2(p3, p5)
+    p2, p6 = sort2(p2, p6)
+    p2, p3 = sort2(p2, p3)
+    p3, p6 = sort2(p3, p6)
+    p4, p5 = sort2(p4, p5)
+    p1, p4 = sort2(p1, p4)
+    p1, p3 = sort2(p1, p3)
+    p3, p4 = sort2(p3, p4)
     return p3
 
 
 @njit(cache=True, inline="always")
 def med9(p0, p1, p2, p3, p4, p5, p6, p7, p8):
     """Median of nine values (19 compare-exchanges)."""
-    p1, p2 = _sort2(p1, p2)
-    p4, p5 = _sort2(p4, p5)
-    p7, p8 = _sort2(p7, p8)
-    p0, p1 = _sort2(p0, p1)
-    p3, p4 = _sort2(p3, p4)
-    p6, p7 = _sort2(p6, p7)
-    p1, p2 = _sort2(p1, p2)
-    p4, p5 = _sort2(p4, p5)
-    p7, p8 = _sort2(p7, p8)
-    p0, p3 = _sort2(p0, p3)
-    p5, p8 = _sort2(p5, p8)
-    p4, p7 = _sort2(p4, p7)
-    p3, p6 = _sort2(p3, p6)
-    p1, p4 = _sort2(p1, p4)
-    p2, p5 = _sort2(p2, p5)
-    p4, p7 = _sort2(p4, p7)
-    p4, p2 = _sort2(p4, p2)
-    p6, p4 = _sort2(p6, p4)
-    p4, p2 = _sort2(p4, p2)
+    p1, p2 = sort2(p1, p2)
+    p4, p5 = sort2(p4, p5)
+    p7, p8 = sort2(p7, p8)
+    p0, p1 = sort2(p0, p1)
+    p3, p4 = sort2(p3, p4)
+    p6, p7 = sort2(p6, p7)
+    p1, p2 = sort2(p1, p2)
+    p4, p5 = sort2(p4, p5)
+    p7, p8 = sort2(p7, p8)
+    p0, p3 = sort2(p0, p3)
+    p5, p8 = sort2(p5, p8)
+    p4, p7 = sort2(p4, p7)
+    p3, p6 = sort2(p3, p6)
+    p1, p4 = sort2(p1, p4)
+    p2, p5 = sort2(p2, p5)
+    p4, p7 = sort2(p4, p7)
+    p4, p2 = sort2(p4, p2)
+    p6, p4 = sort2(p6, p4)
+    p4, p2 = sort2(p4, p2)
     return p4
 
 
 # ---------------------------------------------------------------------------
-# Separable median filters.
+# Shared by the full and the separable filters.
 # ---------------------------------------------------------------------------
 
 
 @njit(cache=True, nogil=True)
-def _row_median(r, o, size):
-    # 1-D median of window ``size`` along one row ``r`` into ``o`` (columns
-    # h .. nx-h-1); branch on size outside the vectorised loop.
-    nx = r.shape[0]
-    h = size // 2
-    if size == 3:
-        for i in range(h, nx - h):
-            o[i] = med3(r[i - 1], r[i], r[i + 1])
-    elif size == 5:
-        for i in range(h, nx - h):
-            o[i] = med5(r[i - 2], r[i - 1], r[i], r[i + 1], r[i + 2])
-    elif size == 7:
-        for i in range(h, nx - h):
-            o[i] = med7(r[i - 3], r[i - 2], r[i - 1], r[i], r[i + 1], r[i + 2], r[i + 3])
-    else:
-        for i in range(h, nx - h):
-            o[i] = med9(r[i - 4], r[i - 3], r[i - 2], r[i - 1], r[i], r[i + 1],
-                        r[i + 2], r[i + 3], r[i + 4])
-
-
-@njit(cache=True, nogil=True)
-def _ring_median(ring, o, size):
-    # Median across the ``size`` rows held in ``ring`` (their order does not
-    # matter for a median), column by column, into ``o``.
-    nx = ring.shape[1]
-    h = size // 2
-    if size == 3:
-        a, b, c = ring[0], ring[1], ring[2]
-        for i in range(h, nx - h):
-            o[i] = med3(a[i], b[i], c[i])
-    elif size == 5:
-        a, b, c, d, e = ring[0], ring[1], ring[2], ring[3], ring[4]
-        for i in range(h, nx - h):
-            o[i] = med5(a[i], b[i], c[i], d[i], e[i])
-    elif size == 7:
-        a, b, c, d = ring[0], ring[1], ring[2], ring[3]
-        e, f, g = ring[4], ring[5], ring[6]
-        for i in range(h, nx - h):
-            o[i] = med7(a[i], b[i], c[i], d[i], e[i], f[i], g[i])
-    else:
-        a, b, c, d = ring[0], ring[1], ring[2], ring[3]
-        e, f, g, k, m = ring[4], ring[5], ring[6], ring[7], ring[8]
-        for i in range(h, nx - h):
-            o[i] = med9(a[i], b[i], c[i], d[i], e[i], f[i], g[i], k[i], m[i])
-
-
-@njit(cache=True, nogil=True)
-def _copy_border(src, dst, h):
+def copy_border(src, dst, h):
+    """Copy the border of width ``h`` of ``src`` into ``dst`` (both (ny, nx))."""
     ny, nx = src.shape
     for j in range(ny):
         if j < h or j >= ny - h:
@@ -160,39 +113,6 @@ def _copy_border(src, dst, h):
                 dst[j, i] = src[j, i]
                 dst[j, nx - 1 - i] = src[j, nx - 1 - i]
 
-
-@njit(cache=True, nogil=True)
-def sepmedfilt(data, size):
-    """Separable median filter of odd ``size`` in (3, 5, 7, 9).
-
-    Parameters
-    ----------
-    data : float32 (ny, nx), C-contiguous, finite.
-    size : window length along each axis.
-
-    Returns
-    -------
-    float32 (ny, nx): median along x then along y; border of ``size // 2``
-    copied from ``data``.
-    """
-    ny, nx = data.shape
-    h = size // 2
-    out = np.empty_like(data)
-    if ny <= 2 * h or nx <= 2 * h:
-        out[:, :] = data
-        return out
-    # Row medians of the ``size`` rows an output row needs live in a small
-    # ring buffer (slot = row % size), so the row-filtered image is never
-    # written out whole: both passes stay in cache.
-    ring = np.empty((size, nx), dtype=data.dtype)
-    for r in range(size - 1):
-        _row_median(data[r], ring[r % size], size)
-    for j in range(h, ny - h):
-        r = j + h
-        _row_median(data[r], ring[r % size], size)
-        _ring_median(ring, out[j], size)
-    _copy_border(data, out, h)
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -325,7 +245,7 @@ def medfilt(data, size):
     else:
         n = size * size
         _medfilt_rows(data, out, size, _pairs_for(size), (n - 1) // 2, h, ny - h)
-    _copy_border(data, out, h)
+    copy_border(data, out, h)
     return out
 
 
@@ -385,47 +305,6 @@ def lower_median(buf, n):
 
 
 @njit(cache=True, nogil=True)
-def sepmedfilt_at(data, ys, xs, size):
-    """``sepmedfilt(data, size)[ys, xs]`` without filtering the whole image.
-
-    Parameters
-    ----------
-    data : float32 (ny, nx), C-contiguous, finite.
-    ys, xs : int (n,), pixel rows and columns.
-    size : odd window length in (3, 5, 7, 9).
-
-    Returns
-    -------
-    float32 (n,): the values the full filter has at those pixels (the
-    median of the ``size`` row medians; on the border of ``size // 2`` the
-    input). Medians are order statistics, so the values are the same
-    whichever algorithm selects them (up to the sign of a zero).
-
-    Example
-    -------
-    >>> sepmedfilt_at(img, np.array([10]), np.array([20]), 7)  # doctest: +SKIP
-    """
-    ny, nx = data.shape
-    h = size // 2
-    out = np.empty(ys.shape[0], dtype=np.float32)
-    win = np.empty(size, dtype=np.float32)
-    rowmeds = np.empty(size, dtype=np.float32)
-    for k in range(ys.shape[0]):
-        j = ys[k]
-        i = xs[k]
-        if ny <= 2 * h or nx <= 2 * h or j < h or j >= ny - h or i < h or i >= nx - h:
-            out[k] = data[j, i]
-            continue
-        for r in range(size):
-            row = data[j - h + r]
-            for t in range(size):
-                win[t] = row[i - h + t]
-            rowmeds[r] = select_inplace(win, size, h)
-        out[k] = select_inplace(rowmeds, size, h)
-    return out
-
-
-@njit(cache=True, nogil=True)
 def medfilt_at(data, ys, xs, size):
     """``medfilt(data, size)[ys, xs]`` without filtering the whole image.
 
@@ -462,63 +341,3 @@ def medfilt_at(data, ys, xs, size):
                 e += 1
         out[k] = select_inplace(buf, n, (n - 1) // 2)
     return out
-
-
-@njit(cache=True, nogil=True)
-def sepmedfilt_apply_inplace(a, size, noise, mode):
-    """Combine ``a`` with its own separable median in place, without a
-    second full-size image.
-
-    ``mode == 0``: ``a - sepmedfilt(a, size)``; ``mode == 1``:
-    ``max((a - sepmedfilt(a, size)) / noise, 0.01)`` (the L.A.Cosmic
-    fine-structure contrast). The values are those of the two-step
-    computation, bit for bit: row medians live in a ring buffer of ``size``
-    rows, computed from each input row before that row is overwritten, and
-    an output row is written only once no later row median needs it.
-
-    Parameters
-    ----------
-    a : float32 (ny, nx), C-contiguous, finite; overwritten and returned.
-    size : odd window length in (3, 5, 7, 9).
-    noise : float32 (ny, nx) (read for ``mode == 1`` only).
-    mode : 0 or 1.
-
-    Example
-    -------
-    >>> sp = sepmedfilt_apply_inplace(s, 7, s, 0)  # doctest: +SKIP
-    """
-    ny, nx = a.shape
-    h = size // 2
-    floor = np.float32(0.01)
-    med = np.empty(nx, dtype=a.dtype)
-    if ny > 2 * h and nx > 2 * h:
-        ring = np.empty((size, nx), dtype=a.dtype)
-        for r in range(size - 1):
-            _row_median(a[r], ring[r % size], size)
-        for j in range(h, ny - h):
-            r = j + h
-            _row_median(a[r], ring[r % size], size)  # row r is still the input
-            _ring_median(ring, med, size)
-            for i in range(min(h, nx)):  # border columns: the median is a itself
-                med[i] = a[j, i]
-                med[nx - 1 - i] = a[j, nx - 1 - i]
-            row = a[j]
-            if mode == 0:
-                for i in range(nx):
-                    row[i] = row[i] - med[i]
-            else:
-                nrow = noise[j]
-                for i in range(nx):
-                    v = (row[i] - med[i]) / nrow[i]
-                    row[i] = v if v >= floor else floor
-    for j in range(ny):  # border rows (all rows of a frame too small to filter)
-        if h <= j < ny - h and ny > 2 * h and nx > 2 * h:
-            continue
-        row = a[j]
-        for i in range(nx):
-            v = row[i] - row[i]
-            if mode == 1:
-                v = v / noise[j, i]
-                v = v if v >= floor else floor
-            row[i] = v
-    return a
