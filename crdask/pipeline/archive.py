@@ -191,7 +191,8 @@ def run_archive(root, workflow, *, output=None, nights=None, pattern="*",
     client : distributed.Client, optional
         Default: one made by :func:`~crdask.pipeline.cluster.connect` with
         ``connect_kw`` (scheduler, scheduler_file, kind, workers, ...) and
-        closed at the end.
+        closed at the end; a LocalCluster is started in a thread while the
+        first nights are catalogued and their masters built.
     restart : bool
         Forget the archive state and each night's ledger (``--restart``).
     log : callable
