@@ -9,6 +9,7 @@ real one.
 import json
 import os
 import signal
+import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -214,3 +215,55 @@ def test_run_archive_in_process_with_a_client(archive, tmp_path):
     assert [n["night"] for n in result.summary["nights"]] == [NIGHTS[0]]
     assert result.summary["nights"][0]["reduced"] == N_SCIENCE
     assert result.paths["md"].is_file()
+
+
+# Eight threads alive at once, each allocating through malloc; then count
+# glibc's arenas (malloc_info lists one <heap> per arena).
+ARENAS = r"""
+import ctypes, json, os, sys, tempfile, threading
+from crdask.pipeline.archive import limit_malloc_arenas
+applied = limit_malloc_arenas() if sys.argv[1] == "limit" else None
+barrier = threading.Barrier(8)
+def work():
+    blocks = [bytearray(8192) for _ in range(100)]
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+fd, path = tempfile.mkstemp()
+os.close(fd)
+fp = ctypes.c_void_p(libc.fopen(path.encode(), b"w"))
+libc.malloc_info(0, fp)
+libc.fclose(fp)
+print(json.dumps({"applied": applied, "arenas": open(path).read().count("<heap nr=")}))
+os.unlink(path)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc arenas: Linux only")
+def test_client_malloc_arenas_are_limited():
+    """The archive's client holds glibc to MALLOC_ARENAS arenas (the cause of
+    its night-by-night growth); without the limit the same threads get more."""
+    import subprocess
+
+    from cluster_helpers import ENV
+    from crdask.pipeline.archive import MALLOC_ARENAS
+
+    env = {k: v for k, v in ENV.items() if k != "MALLOC_ARENA_MAX"}
+    res = {}
+    for mode in ("limit", "default"):
+        out = subprocess.run([sys.executable, "-c", ARENAS, mode], env=env,
+                             capture_output=True, text=True, check=True)
+        res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["limit"]["applied"] == MALLOC_ARENAS, res
+    assert 1 <= res["limit"]["arenas"] <= MALLOC_ARENAS, res
+    assert res["default"]["arenas"] > MALLOC_ARENAS, res
+    # an explicit MALLOC_ARENA_MAX in the environment wins
+    out = subprocess.run([sys.executable, "-c", ARENAS, "limit"],
+                         env={**env, "MALLOC_ARENA_MAX": "4"}, capture_output=True,
+                         text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1])["applied"] is None

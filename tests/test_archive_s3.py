@@ -219,3 +219,70 @@ def test_s3_listing_staging_and_markers(s3, archive, tmp_path):
     assert "no-such-bucket" in res.stderr and "no such folder" in res.stderr, show(res)
     assert OPT_SECRET not in res.stdout + res.stderr and ENV_SECRET not in res.stderr
     assert scrub(f"key {OPT_SECRET}", {"secret": OPT_SECRET}) == "key ***"
+
+
+@pytest.mark.slow
+def test_mixed_sides_local_to_s3_and_s3_to_local_equal_local(s3, archive, tmp_path):
+    """Only one side behind a URL: a local archive reduced into ``s3://``
+    (the CLI), and the ``s3://`` archive reduced into a local folder (the
+    Python entry point); both give the outputs of an all-local run."""
+    import subprocess
+    import sys
+
+    from distributed import Client, LocalCluster
+
+    from crdask.pipeline.archive import run_archive
+
+    base, root, tpl = archive
+    bucket = s3["bucket"]
+    raw_before = objects(s3, "raw/")
+    local_before = {p: p.read_bytes() for p in sorted(root.rglob("*.fits"))}
+
+    # local archive -> s3:// output, through the CLI
+    dst, scratch_up = f"s3://{bucket}/mixed-up", tmp_path / "scratch-up"
+    up = subprocess.run([sys.executable, "-m", "crdask", "archive", str(root), "--workflow",
+                         str(tpl), "--output", dst, "--workers", "1", "--scratch",
+                         str(scratch_up)], env={**ENV, **s3["env"]}, capture_output=True,
+                        text=True, cwd=tmp_path, timeout=900)
+    assert up.returncode == 0, show(up)
+    assert f"2 night(s) under {root}: 2 to reduce" in up.stdout, show(up)
+    for name in NIGHTS:
+        marker = json.loads(s3["client"].get_object(
+            Bucket=bucket, Key=f"mixed-up/archive/{name}.json")["Body"].read())
+        assert marker["status"] == "done" and "report.json" in marker["objects"], marker
+        assert not (scratch_up / "out" / name).exists()     # uploaded, then dropped
+    assert "mixed-up/archive-summary.json" in objects(s3, "mixed-up/")
+
+    # s3:// archive -> local output, Python entry point; and the reference
+    options = {"endpoint_url": s3["endpoint"]}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        down = run_archive(f"s3://{bucket}/raw", str(tpl), output=tmp_path / "down",
+                           storage_options=options, scratch=tmp_path / "scratch-down",
+                           client=client, log=lambda line: None)
+        ref = run_archive(root, str(tpl), output=tmp_path / "local", client=client,
+                          log=lambda line: None)
+    assert down.exit_code == 0 and down.summary["nights_done"] == 2, down.summary
+    assert ref.exit_code == 0 and ref.summary["nights_done"] == 2, ref.summary
+    assert down.summary["archive"] == f"s3://{bucket}/raw"
+    assert (tmp_path / "down" / "archive-summary.json").is_file()
+    for name in NIGHTS:                       # the staged copy goes once the night is done
+        assert not (tmp_path / "scratch-down" / "raw" / name).exists()
+
+    got = download(s3, "mixed-up/", tmp_path / "from_s3")
+    for name in NIGHTS:
+        stems = science_stems(root / name)
+        assert_same_outputs(got / name, tmp_path / "local" / name, stems)
+        assert_same_outputs(tmp_path / "down" / name, tmp_path / "local" / name, stems)
+    # both sources only read
+    assert objects(s3, "raw/") == raw_before
+    assert {p: p.read_bytes() for p in sorted(root.rglob("*.fits"))} == local_before
+
+    # a rerun in each direction skips both nights
+    again = run_archive(f"s3://{bucket}/raw", str(tpl), output=tmp_path / "down",
+                        storage_options=options, scratch=tmp_path / "scratch-down",
+                        log=lambda line: None)
+    assert again.summary["nights_skipped"] == 2, again.summary
+    again = run_archive(root, str(tpl), output=dst, storage_options=options,
+                        scratch=scratch_up, log=lambda line: None)
+    assert again.summary["nights_skipped"] == 2, again.summary

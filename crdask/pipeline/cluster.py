@@ -336,7 +336,8 @@ def _connect_runner(kind, *, scheduler_file, threads, memory_limit, worker_wait,
 
 def connect(*, scheduler=None, scheduler_file=None, workers=None,
             threads_per_worker=None, memory_limit=None, ntasks=None, timeout=30.0,
-            worker_wait=120.0, security=None, log=None, kind=None, adapt=None):
+            worker_wait=120.0, security=None, log=None, kind=None, adapt=None,
+            set_as_default=True):
     """Connect to a Dask cluster, or start a local one.
 
     Parameters
@@ -368,6 +369,11 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
         only the client rank returns.
     adapt : dict, optional
         ``{"minimum": m, "maximum": n}`` workers: an adaptive batch cluster.
+    set_as_default : bool
+        Make a local cluster's client Dask's default scheduler (True). The
+        archive starts its LocalCluster in a thread while the first nights'
+        masters run on threads, and passes False: a client made then must not
+        take over ``dask.compute`` in the middle of those masters.
 
     Returns
     -------
@@ -444,7 +450,7 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
     except Exception as e:
         raise ClusterError(f"cannot start a local Dask cluster: {type(e).__name__}: "
                            f"{e}".splitlines()[0]) from None
-    client = Client(cluster, security=security)
+    client = Client(cluster, security=security, set_as_default=set_as_default)
 
     def _single_threaded_libraries(nthreads=threads):
         # Numba kernels run inside the tasks' own threads: no nested pools.

@@ -29,6 +29,7 @@ import platform
 import shutil
 import sys
 import time
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -250,7 +251,7 @@ def _submit_science(client, wf, ledger, infos, master_paths, threads, resources,
     return futures, skipped, skipped_groups
 
 
-def _collect(futures, skipped, skipped_groups, progress, log, live):
+def _collect(futures, skipped, skipped_groups, progress, log, live, loop=None):
     """Wait for the tasks; one summary per frame, and one per group."""
     from distributed import as_completed
 
@@ -261,7 +262,7 @@ def _collect(futures, skipped, skipped_groups, progress, log, live):
     results, groups = list(skipped), list(skipped_groups)
     total = len(infos) + len(skipped)
     n = len(skipped)
-    for fut in as_completed(list(futures)):
+    for fut in as_completed(list(futures), loop=loop):  # loop: a non-default client's
         what, thing = futures[fut]
         try:
             res = fut.result()
@@ -297,9 +298,9 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None,
     Parameters
     ----------
     config : path, mapping or :class:`~crdask.pipeline.config.Workflow`
-    client : distributed.Client, optional
-        Use this client (default: one made by :func:`crdask.pipeline.cluster.connect`
-        from the workflow's ``execution`` settings, closed at the end).
+    client : distributed.Client or a concurrent.futures.Future of one, optional
+        Use this client (a Future: waited for after the masters; default: one
+        made by :func:`~crdask.pipeline.cluster.connect` from ``execution``, closed at the end).
     restart : bool
         Forget the ledger and intermediates first.
     log, progress : callables for messages and per-frame progress.
@@ -356,10 +357,8 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
     else:
         threads, resources = int(wf.execution.threads_per_worker or 1), None
     local = handle is not None and handle.kind == "local"
-    scheduler = {"kind": "LocalCluster" if local else "external",
-                 "workers": len(client.scheduler_info().get("workers", {})),
-                 "threads_per_worker": threads, "dashboard": client.dashboard_link}
-    log(f"crdask: dashboard {client.dashboard_link}")
+    starting = isinstance(client, Future)   # archive mode: its cluster is still starting
+    scheduler = None if starting else _scheduler_info(client, local, threads, log)
     groups = []
     master_info = {}
     live = LivePreviews(out, IntermediateStore(out / "intermediate.zarr")
@@ -379,6 +378,9 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         # a small night); on an external cluster the graph runs there.
         with dask.config.set(scheduler="threads") if local else contextlib.nullcontext():
             master_info, master_paths, rejected = masters_step(wf, ledger, catalog, log)
+        if starting:
+            client = client.result()
+            scheduler = _scheduler_info(client, local, threads, log)
         live.masters(master_paths)
         for line in missing_flat_warnings(wf, plan["labels"], master_paths,
                                           [i for i in catalog.science_like() if not i.error]):
@@ -408,7 +410,8 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
             client, wf, ledger, sci_infos, master_paths, threads, resources, plan["labels"])
         arc_futures = submit_arcs(client, wf, ledger, arcs, master_paths, threads,
                                   resources, plan["labels"])
-        results, groups, _ = _collect(futures, skipped, skipped_groups, progress, log, live)
+        results, groups, _ = _collect(futures, skipped, skipped_groups, progress, log, live,
+                                      client.loop)
         for res in arc_summaries(client, arcs, arc_futures, log, _group_label):
             if res["status"] in ("failed", "set aside"):
                 failures.append({"file": res["file"], "reason": res["error"]})
@@ -444,6 +447,13 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
     }
     paths = write_report(out, record, preview_items=live.finish(frames), live=True)
     return NightRun(record, paths)
+
+
+def _scheduler_info(client, local, threads, log):
+    log(f"crdask: dashboard {client.dashboard_link}")
+    return {"kind": "LocalCluster" if local else "external",
+            "workers": len(client.scheduler_info().get("workers", {})),
+            "threads_per_worker": threads, "dashboard": client.dashboard_link}
 
 
 def _remove_leftovers(out):

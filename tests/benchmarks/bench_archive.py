@@ -11,7 +11,10 @@ own LocalCluster:
    seconds) / frames`` -- every slot-second that is not a frame task
    (planning, masters, reports, idle slots, scheduling), spread over the
    frames -- and ``wall x slots / frames - median frame task`` (goal <= 50
-   ms); the task seconds are the ledger's, measured inside the tasks;
+   ms); the task seconds are the ledger's, measured inside the tasks. The
+   first is also split into the one-off start (to the first task), the
+   steady state (idle slot-seconds between the first and the last task) and
+   the tail (last task to the end, cluster close included);
 2. the client's peak memory (``ru_maxrss`` of the archive process; workers
    are separate processes) once N/3 nights are finished vs at the end of the
    same run (or, ``--separate-memory-run``, N/3 nights in a run of their
@@ -52,23 +55,40 @@ CALIBS = dict(n_bias=3, dark_times=(60,), n_dark=2, filters=("V",), n_flat=3)
 
 # Run as a child: one archive; print the client's peak RSS once a third of
 # the nights are finished and at the end (ru_maxrss is the peak so far).
+# Also, to tell a creep from transient peaks: the resident size after each
+# night and the highest resident size seen (sampled every 50 ms) since the
+# night before.
 CHILD = """
-import json, resource, sys, time
+import json, resource, sys, threading, time
 from crdask.pipeline.archive import run_archive
 third, done, at_third, trend = int(sys.argv[7]), [0], [None], []
+rss_now, window, windows = [], [0], []
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+def sample():
+    while True:
+        window[0] = max(window[0], rss())
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
 def log(line):
     if line.startswith("[") and " reduced, " in line and " set aside, in " in line:
         done[0] += 1
         trend.append(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        rss_now.append(round(rss()))
+        windows.append(round(window[0]))
+        window[0] = 0
         if done[0] == third:
             at_third[0] = trend[-1]
-t = time.perf_counter()
+t, t_epoch = time.perf_counter(), time.time()
 r = run_archive(sys.argv[1], sys.argv[2], output=sys.argv[3], nights=sys.argv[4] or None,
                 max_nights_in_flight=int(sys.argv[5]), log=log,
                 connect_kw={"workers": int(sys.argv[6]), "threads_per_worker": 1})
 print("RESULT " + json.dumps({"wall": time.perf_counter() - t, "exit": r.exit_code,
+      "t_start": t_epoch,
       "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       "maxrss_third_mib": at_third[0], "nights_done": done[0], "maxrss_by_night": trend,
+      "rss_by_night": rss_now, "peak_rss_by_night": windows,
       "summary": {k: v for k, v in r.summary.items() if k != "nights"}}))
 """
 
@@ -108,6 +128,36 @@ def task_seconds(out, names):
                 n += 1
     each.sort()
     return total, n, each[len(each) // 2] if each else 0.0
+
+
+def overhead_split(out, names, t_start, wall, slots):
+    """The overhead in ms per frame split in three, from the ledgers' task
+    start times and seconds: ``start`` (archive start to the first task:
+    listing, cluster start, first catalogue and masters, worker imports),
+    ``steady`` (slot-seconds without a frame task between the first task's
+    start and the last task's end) and ``tail`` (last task's end to the
+    archive's return: last report, summary, cluster close); they add up to
+    the first definition."""
+    from datetime import datetime
+
+    spans = []
+    for name in names:
+        for p in (out / name / "ledger").glob("*.json"):
+            if p.stem == "masters" or p.name.startswith("."):
+                continue
+            e = json.loads(p.read_text())
+            if e.get("status") == "done" and e.get("started"):
+                t0 = datetime.fromisoformat(e["started"]).timestamp()
+                spans.append((t0, t0 + float(e.get("seconds") or 0.0)))
+    if not spans:
+        return None
+    first, last = min(a for a, _ in spans), max(b for _, b in spans)
+    busy = sum(b - a for a, b in spans)
+    n = len(spans)
+    return {"start_ms": 1000 * (first - t_start) * slots / n,
+            "steady_ms": 1000 * ((last - first) * slots - busy) / n,
+            "tail_ms": 1000 * (t_start + wall - last) * slots / n,
+            "first_task_s": first - t_start, "tail_s": t_start + wall - last}
 
 
 def loop_of_runs(root, names, out, workers):
@@ -205,6 +255,11 @@ def main():
           f"{secs:.1f} s (median {single:.3f} s); overhead (wall x {slots} - tasks) / frames "
           f"= {overhead_ms:.0f} ms per frame; wall x {slots} / frames - median task = "
           f"{overhead2_ms:.0f} ms (goal <= 50); load {os.getloadavg()[0]:.2f}", flush=True)
+    split = overhead_split(big_out, names, big["t_start"], big["wall"], slots)
+    print(f"overhead split: start {split['start_ms']:.0f} ms (first task after "
+          f"{split['first_task_s']:.1f} s) + steady {split['steady_ms']:.0f} ms + tail "
+          f"{split['tail_ms']:.0f} ms ({split['tail_s']:.1f} s after the last task) per frame",
+          flush=True)
     small = {"maxrss_mib": big["maxrss_third_mib"]}
     if a.separate_memory_run:     # N/3 nights in a process of their own
         small = archive_child(root, tpl, fresh("mem_small"),
@@ -215,6 +270,8 @@ def main():
           f"{'separate runs' if a.separate_memory_run else 'same run'}); "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"client peak RSS after each night (MiB): {big['maxrss_by_night']}", flush=True)
+    print(f"client RSS after each night (MiB): {big['rss_by_night']}", flush=True)
+    print(f"client highest RSS during each night (MiB): {big['peak_rss_by_night']}", flush=True)
 
     # 2. SIGKILL in the middle, rerun
     kn = names[:a.kill_nights or n_nights]
@@ -253,9 +310,12 @@ def main():
                "total_s": big["wall"], "frames": nframes, "task_s": secs,
                "overhead_ms_per_frame": overhead_ms,
                "overhead2_ms_per_frame": overhead2_ms, "median_task_s": single,
+               "overhead_split": split,
                "client_maxrss_mib": {str(third): small["maxrss_mib"],
                                      str(n_nights): big["maxrss_mib"]},
                "memory_ratio": mem_ratio, "maxrss_by_night": big["maxrss_by_night"],
+               "rss_by_night": big["rss_by_night"],
+               "peak_rss_by_night": big["peak_rss_by_night"],
                "anchor_nights": k,
                "archive_s": min(t_arch) if t_arch else None,
                "loop_s": min(t_loop) if t_loop else None, "ratio_loop_over_archive": ratio,
