@@ -35,6 +35,7 @@ from ..calib.calibrate import calibrate_frame
 from ..calib.response import calibrate_arc
 from ..cosmic.registry import get_method, load_plugins
 from ..io.atomic import OutputRoot
+from ..kernels.calibrate import merge_cosmics
 from ..io.checksums import closure_digest
 from ..io.intermediates import IncompleteError, IntermediateStore
 from ..io.naming import output_stem
@@ -47,8 +48,8 @@ from .qa import qa_calibrated
 from .quality import QUALITY_KEYS, score_frame
 from .spectro_masters import frame_masters
 
-__all__ = ["process_science_frame", "process_arc_frame", "clean_frame", "frame_stem",
-           "unusable", "master_history", "calibrated_output", "arc_output"]
+__all__ = ["process_science_frame", "process_arc_frame", "clean_frame", "merge_result",
+           "frame_stem", "unusable", "master_history", "calibrated_output", "arc_output"]
 
 #: Mask bits whose pixels a cosmic-ray method must neither flag nor use.
 UNUSABLE_BITS = bits.BAD | bits.NONFINITE | bits.FLAT_INVALID | bits.SATURATED
@@ -124,10 +125,28 @@ def clean_frame(method_name, sci, var, mask, params, readnoise, threads=1):
     bad = unusable(mask)
     res = method.detect(sci, params, bad=bad, var=var, readnoise=readnoise,
                         num_threads=threads)
-    crmask = np.asarray(res.crmask, bool) & ~bad
-    clean = np.where(bad, sci, np.asarray(res.clean, np.float32)).astype(np.float32)
+    clean, mask, ncr = merge_result(sci, res.clean, res.crmask, mask)
+    return clean, mask, ncr, method.params.history(params)
+
+
+def merge_result(sci, clean, crmask, mask):
+    """``(clean, mask, ncr)``: a method's cleaned frame and cosmic-ray mask
+    merged into the calibrated ``sci`` and ``mask`` -- unusable pixels keep
+    their value and are never flagged. One pass of
+    :func:`crdask.kernels.calibrate.merge_cosmics` for plain float32/bool/
+    uint8 arrays of one shape, the numpy expressions otherwise."""
+    arrays = (sci, clean, crmask, mask)
+    dtypes = (np.float32, np.float32, np.bool_, np.uint8)
+    if all(isinstance(a, np.ndarray) and a.dtype == d and a.shape == np.shape(sci)
+           and a.ndim == 2 for a, d in zip(arrays, dtypes)):
+        clean, mask, ncr = merge_cosmics(sci, clean, crmask, mask, UNUSABLE_BITS,
+                                         bits.COSMIC_RAY)
+        return clean, mask, int(ncr)
+    bad = unusable(mask)
+    crmask = np.asarray(crmask, bool) & ~bad
+    clean = np.where(bad, sci, np.asarray(clean, np.float32)).astype(np.float32)
     mask = mask | np.where(crmask, bits.COSMIC_RAY, 0).astype(np.uint8)
-    return clean, mask, int(crmask.sum()), method.params.history(params)
+    return clean, mask, int(crmask.sum())
 
 
 def _calibrate(path, wf, prep, master_paths, exptime, label, arc=False):
