@@ -74,7 +74,8 @@ def masters_step(wf, ledger: Ledger, catalog, log):
     t = time.perf_counter()
     sub = Catalog(frames=calib, keymap=catalog.keymap)
     masters = build_masters(sub, wf.calib_setup(), rejected)
-    paths = write_masters(masters, str(wf.output), overwrite=True)
+    known = {str(i.path): ledger.file_sha256(i.path) for i in calib}   # cached above
+    paths = write_masters(masters, str(wf.output), overwrite=True, checksums=known)
     inputs = {}
     for kind in ("bias", "dark"):
         if masters[kind] is not None:
