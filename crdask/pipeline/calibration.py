@@ -370,7 +370,8 @@ def build_masters(catalog, setup, rejected):
     'flat': {label: Master}, 'bpm': bool, 'bpm_setup': {label: bool}}``
     (missing kinds are None). The arrays are numpy when each master's input
     frames fit in :data:`MEMORY_BUDGET` (every frame read once, see
-    :func:`_read_once`), else lazy Dask arrays; ``dask.compute`` takes both. Flats are grouped by the catalogue's
+    :func:`_read_once`), else lazy Dask arrays; ``dask.compute`` takes both.
+    Flats are grouped by the catalogue's
     setup (labels: :func:`crdask.pipeline.spectro_masters.night_labels`);
     a spectroscopic setup normalised by its response has its own mask in
     ``bpm_setup``."""
@@ -460,6 +461,24 @@ def write_masters(masters, out_dir, overwrite, checksums=None):
     return paths
 
 
+def master_arrays(masters):
+    """``{key: float32 array}`` of masters already written by
+    :func:`write_masters` (the keys of its paths), as the files hold them
+    (bad-pixel masks as 0/1 floats): what the intermediates keep, without
+    reading the files back."""
+    out = {}
+    for kind in ("bias", "dark"):
+        if masters[kind] is not None:
+            out[kind] = masters[kind].data
+    for label, m in masters["flat"].items():
+        out[f"flat_{label}"] = m.data
+    if masters["bpm"] is not None:
+        out["bpm"] = masters["bpm"]
+    for label, bpm in masters.get("bpm_setup", {}).items():
+        out[f"bpm_{label}"] = bpm
+    return {k: np.asarray(a).astype(np.float32, copy=False) for k, a in out.items()}
+
+
 def _fits_header(d):
     from astropy.io import fits
     h = fits.Header()
@@ -469,4 +488,4 @@ def _fits_header(d):
 
 
 __all__ += ["Master", "master_bias", "master_dark", "master_flat", "bad_pixel_mask",
-            "setup_bad_pixels", "check_frames", "write_masters"]
+            "setup_bad_pixels", "check_frames", "write_masters", "master_arrays"]
