@@ -27,7 +27,14 @@ __all__ = ["FrameRejected", "Master", "where", "central", "flat_region", "combin
 def nanmedian(a):
     """Median of the non-NaN pixels of a 2-D numpy (a number) or
     Dask array (a lazy 0-d array: the whole array in one block, as
-    ``np.nanmedian`` needs it); the same value either way."""
+    ``np.nanmedian`` needs it); the same value either way.
+
+    Example
+    -------
+    >>> a = np.array([[1.0, np.nan], [3.0, 4.0]], np.float32)
+    >>> float(nanmedian(a)), float(nanmedian(da.from_array(a, chunks=1)).compute())
+    (3.0, 3.0)
+    """
     if isinstance(a, da.Array):
         return da.nanmedian(a.rechunk(-1), axis=(0, 1))
     return np.nanmedian(a)
