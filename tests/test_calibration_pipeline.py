@@ -110,6 +110,37 @@ def test_masters_match_the_simulated_truth(reduced, night):
         assert np.std(ratio[~bpm]) < 0.01
 
 
+def test_masters_read_once_equal_the_lazy_strips(night, monkeypatch):
+    """Frames read once into memory (the default within MEMORY_BUDGET) give
+    the same masters, bit for bit, as the lazy row-strip graph used for sets
+    too large for memory."""
+    import dask
+    from crdask.io.catalog import build_catalog
+    from crdask.pipeline import calibration
+
+    raw, _ = night
+    wf = calibration_workflow(raw, raw.parent / "unused")
+    cat = build_catalog(sorted(str(p) for p in raw.iterdir()), wf.keymap())
+
+    def built(budget):
+        monkeypatch.setattr(calibration, "MEMORY_BUDGET", budget)
+        masters = calibration.build_masters(cat, wf.calib_setup(), [])
+        flat = masters["flat"]
+        arrays = {"bias": masters["bias"], "dark": masters["dark"], **flat}
+        out = {k: dask.compute(m.data, m.variance, m.count) for k, m in arrays.items()}
+        out["bpm"] = dask.compute(masters["bpm"])
+        return out, all(isinstance(m.data, np.ndarray) for m in arrays.values())
+
+    budget = calibration.MEMORY_BUDGET
+    lazy, lazy_in_memory = built(0)
+    eager, eager_in_memory = built(budget)
+    assert eager_in_memory and not lazy_in_memory
+    assert lazy.keys() == eager.keys() == {"bias", "dark", "V", "R", "bpm"}
+    for key in lazy:
+        for a, b in zip(lazy[key], eager[key]):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=key)
+
+
 def test_master_bias_noise_is_readnoise_over_sqrt_n(tmp_path):
     """Structure-free bias frames: the master's pixel noise is sigma_read /
     sqrt(N) (within 5%), overscan noise and clipping included."""

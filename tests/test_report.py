@@ -3,7 +3,6 @@
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -253,13 +252,12 @@ def test_large_frame_preview_is_small_fast_and_keeps_single_pixel_crs(tmp_path):
     after[mask] = 200
     prev = {"science": [{"name": "big", "before": before, "after": after, "crmask": mask}],
             "masters": {"bias": before}}
-    pv.make_previews(tmp_path, prev)   # warm up (imports, font cache)
-    t = time.perf_counter()
     out = pv.make_previews(tmp_path, prev)
-    dt = time.perf_counter() - t
-    assert dt < 2 * 2.0, dt   # < 1 s each on a quiet machine; slack for shared CI
+    # "fast" without a wall-clock limit (tests never have one): the images
+    # are drawn from frames binned to MAX_PIX, never at full resolution
     for p in out:
-        _check_png(p)
+        img = _check_png(p)
+        assert max(img.shape[:2]) <= 4 * pv.MAX_PIX < 2 * before.shape[1], img.shape
     img = _check_png([p for p in out if os.path.basename(p).startswith("frame_")][0])[..., :3]
     left = img[:, : img.shape[1] // 2]
     red = (left[..., 0] > 0.9) & (left[..., 1] < 0.3) & (left[..., 2] < 0.3)

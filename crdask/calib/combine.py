@@ -320,6 +320,34 @@ def _block_from_stack(stack, *rest, has_mask, p, weights, scale=None, has_lazy_s
     return _run_kernel(stack, mask, scale, weights, p)
 
 
+def _combine_in_memory(frames, masks, scale, weights, p, rows):
+    """All-numpy frames: row strips of views straight into the kernel, on a
+    thread per core (``dask.array.from_array`` would copy every frame first:
+    ~0.9 s for the 34 frames of a 2048x2048 night's masters). Same strips
+    and kernel as the Dask path, so the same result bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ny, nx = frames[0].shape
+    data = np.empty((ny, nx), np.float32)
+    count = np.empty((ny, nx), np.uint16)
+    frames = [np.asarray(f) for f in frames]
+    rows = ny if rows == -1 else int(rows)
+
+    def strip(y0):
+        sl = slice(y0, min(ny, y0 + rows))
+        blocks = [f[sl] for f in frames]
+        mk = None if masks is None else [None if m is None else np.asarray(m)[sl]
+                                          for m in masks]
+        out = _run_kernel(blocks, mk, scale, weights, p)
+        data[sl] = out[0]
+        count[sl] = out[1]
+
+    starts = range(0, ny, rows)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(starts), os.cpu_count() or 1))) as ex:
+        list(ex.map(strip, starts))
+    return CombineResult(data, count)
+
+
 # ---------------------------------------------------------------------------
 # The public function.
 
@@ -400,6 +428,8 @@ def combine(frames, method="average", *, weights=None, scale=None, mask=None,
             current = dk[0].chunks
     target = _y_x_chunks(chunks, n, shape, current)
 
+    if not lazy and flist is not None and chunks is None:
+        return _combine_in_memory(flist, masks, scale_vec, weights, p, target[0])
     kw = {"p": p, "weights": weights, "has_lazy_scale": lazy_scale}
     if not lazy_scale:
         kw["scale"] = scale_vec

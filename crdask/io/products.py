@@ -53,7 +53,7 @@ def _history(header, what, params):
 
 
 def write_master(path, data, *, kind, unit, inputs, params=None, variance=None,
-                 count=None, columns=None, header=None, overwrite=False):
+                 count=None, columns=None, header=None, overwrite=False, checksums=None):
     """Write a master calibration frame.
 
     Parameters
@@ -68,7 +68,11 @@ def write_master(path, data, *, kind, unit, inputs, params=None, variance=None,
     count : (ny, nx) frames used per pixel, or None.
     columns : dict name -> per-input values for the ``INPUTS`` table.
     header : extra cards (e.g. FILTER, EXPTIME).
+    checksums : dict, optional
+        ``{input path: SHA-256 hex}`` already known (the ledger's cache);
+        inputs not in it are hashed here.
     """
+    checksums = checksums or {}
     hdr = fits.Header() if header is None else header.copy()
     hdr["MASTER"] = (kind, "kind of master calibration frame")
     hdr["BUNIT"] = unit
@@ -80,7 +84,7 @@ def write_master(path, data, *, kind, unit, inputs, params=None, variance=None,
     if count is not None:
         hdus.append(fits.ImageHDU(np.asarray(count, dtype=np.uint16), name="NFRAMES"))
     table = Table({"FILE": [os.path.basename(str(p)) for p in inputs],
-                   "SHA256": [sha256_of(p) for p in inputs]})
+                   "SHA256": [checksums.get(str(p)) or sha256_of(p) for p in inputs]})
     for name, values in (columns or {}).items():
         table[name] = values
     hdus.append(fits.BinTableHDU(table, name="INPUTS"))

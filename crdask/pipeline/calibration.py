@@ -58,7 +58,8 @@ from ..io.products import write_master
 from ..io.raw import open_lazy, read_header
 from ..io.sections import header_section, parse_section
 from .amplifier_frames import amplifier_frame
-from .master_frames import FrameRejected, Master, bad_pixel_mask, master_flat, setup_bad_pixels
+from .master_frames import (FrameRejected, Master, bad_pixel_mask, master_flat, nanmedian,
+                            setup_bad_pixels)
 from .master_frames import central as _central
 from .master_frames import combine_frames as _combine
 from .master_frames import where as _where
@@ -298,8 +299,8 @@ def _drop_empty(preps, rejected, kind, floor=None):
     if not preps:
         return [], []
     stats = dask.compute(*[
-        (da.isfinite(p.data[_central(p.data.shape)]).sum(),
-         da.nanmedian(p.data[_central(p.data.shape)].rechunk(-1), axis=(0, 1)))
+        (np.isfinite(p.data[_central(p.data.shape)]).sum(),
+         nanmedian(p.data[_central(p.data.shape)]))
         for p in preps])
     kept, medians = [], []
     for p, (nfin, med) in zip(preps, stats):
@@ -313,6 +314,27 @@ def _drop_empty(preps, rejected, kind, floor=None):
             kept.append(p)
             medians.append(float(med))
     return kept, medians
+
+
+#: Largest total size of one master's pre-processed input frames read into
+#: memory at once (float32 e-). Within it every calibration frame is read
+#: once: its sanity statistics, its flat level and the combination all use
+#: the same in-memory copy (the lazy graph read each frame three times, 6 s
+#: of a 20-frame 2048x2048 night). Larger sets stay lazy, in row strips, with
+#: bounded memory.
+MEMORY_BUDGET = 1 << 30
+
+
+def _read_once(preps, budget=None):
+    """The frames' ``data`` computed into numpy arrays in one threaded pass
+    (each raw file read once) when they fit in ``budget`` bytes; else as
+    they are (lazy). Returns ``preps``."""
+    budget = MEMORY_BUDGET if budget is None else budget
+    lazy = [p for p in preps if isinstance(p.data, da.Array)]
+    if lazy and sum(4 * p.data.size for p in lazy) <= budget:
+        for p, a in zip(lazy, dask.compute(*[p.data for p in lazy])):
+            p.data = np.asarray(a)
+    return preps
 
 
 # --- masters -------------------------------------------------------------------
@@ -344,9 +366,12 @@ def master_dark(preps, setup, bias):
 # --- the night ------------------------------------------------------------------
 
 def build_masters(catalog, setup, rejected):
-    """Lazy masters from a catalogue: ``{'bias': Master, 'dark': Master,
-    'flat': {label: Master}, 'bpm': dask bool, 'bpm_setup': {label: dask
-    bool}}`` (missing kinds are None). Flats are grouped by the catalogue's
+    """Masters from a catalogue: ``{'bias': Master, 'dark': Master,
+    'flat': {label: Master}, 'bpm': bool, 'bpm_setup': {label: bool}}``
+    (missing kinds are None). The arrays are numpy when each master's input
+    frames fit in :data:`MEMORY_BUDGET` (every frame read once, see
+    :func:`_read_once`), else lazy Dask arrays; ``dask.compute`` takes both.
+    Flats are grouped by the catalogue's
     setup (labels: :func:`crdask.pipeline.spectro_masters.night_labels`);
     a spectroscopic setup normalised by its response has its own mask in
     ``bpm_setup``."""
@@ -357,23 +382,24 @@ def build_masters(catalog, setup, rejected):
             continue
         by_type.setdefault(info.frame_type, []).append(info)
     out = {"bias": None, "dark": None, "flat": {}, "bpm": None, "bpm_setup": {}}
-    biases = _prepare_all(check_frames(by_type.get("bias", []), "bias", setup, rejected),
-                          setup, rejected, exptimes=False)
+    biases = _read_once(_prepare_all(check_frames(by_type.get("bias", []), "bias", setup,
+                                                  rejected), setup, rejected, exptimes=False))
     biases, _ = _drop_empty(biases, rejected, "bias")
     if biases:
         out["bias"] = master_bias(biases, setup)
-    darks = _prepare_all(check_frames(by_type.get("dark", []), "dark", setup, rejected),
-                         setup, rejected)
+    darks = _read_once(_prepare_all(check_frames(by_type.get("dark", []), "dark", setup,
+                                                 rejected), setup, rejected))
     darks, _ = _drop_empty(darks, rejected, "dark")
     if darks and out["bias"] is not None:
         out["dark"] = master_dark(darks, setup, out["bias"])
+    del biases, darks   # their in-memory frames are combined: free them
     labels = night_labels(catalog.frames, setup.keymap)
     flats_by_setup = {}
     for info in by_type.get("flat", []):
         flats_by_setup.setdefault(info.setup, []).append(info)
     for name, infos in sorted(flats_by_setup.items(), key=lambda kv: str(kv[0])):
         infos = check_frames(infos, "flat", setup, rejected)
-        preps = _prepare_all(infos, setup, rejected)
+        preps = _read_once(_prepare_all(infos, setup, rejected))
         preps, _ = _drop_empty(preps, rejected, "flat", floor=0.0)
         if not preps:
             continue
@@ -391,10 +417,11 @@ def build_masters(catalog, setup, rejected):
     return out
 
 
-def write_masters(masters, out_dir, overwrite):
+def write_masters(masters, out_dir, overwrite, checksums=None):
     """Compute and write the masters of :func:`build_masters` into
     ``out_dir``; returns ``{key: path}`` (``bias``, ``dark``, ``flat_<f>``,
-    ``bpm``)."""
+    ``bpm``). ``checksums``: ``{input path: SHA-256}`` already known (e.g.
+    from the ledger's cache), so the inputs are not hashed again."""
     paths = {}
     todo = []
     for kind in ("bias", "dark"):
@@ -407,7 +434,7 @@ def write_masters(masters, out_dir, overwrite):
         path = os.path.join(out_dir, name)
         write_master(path, data, kind=m.kind, unit=m.header.get("BUNIT", ""), inputs=m.inputs,
                      params=m.params, variance=var, count=count,
-                     header=_fits_header(m.header), overwrite=overwrite)
+                     header=_fits_header(m.header), overwrite=overwrite, checksums=checksums)
         m.data, m.variance, m.count = data, var, count   # reuse for science frames
         key = m.kind if m.kind != "flat" else f"flat_{m.params['label']}"
         paths[key] = path
@@ -417,7 +444,7 @@ def write_masters(masters, out_dir, overwrite):
         path = os.path.join(out_dir, "master_bpm.fits")
         inputs = sorted({p for _, m in todo if m.kind in ("dark", "flat") for p in m.inputs})
         write_master(path, bpm.astype(np.float32), kind="bpm", unit="", inputs=inputs,
-                     params={"meaning": "1=bad"}, overwrite=overwrite)
+                     params={"meaning": "1=bad"}, overwrite=overwrite, checksums=checksums)
         paths["bpm"] = path
     for label, lazy in sorted(masters.get("bpm_setup", {}).items()):
         bpm = np.asarray(dask.compute(lazy)[0])
@@ -429,9 +456,27 @@ def write_masters(masters, out_dir, overwrite):
                      params={"meaning": "1=bad", "setup": m.params["setup"],
                              "from": "response-normalised flat"},
                      header=_fits_header({"SETUP": m.params["setup"] or "-"}),
-                     overwrite=overwrite)
+                     overwrite=overwrite, checksums=checksums)
         paths[f"bpm_{label}"] = path
     return paths
+
+
+def master_arrays(masters):
+    """``{key: float32 array}`` of masters already written by
+    :func:`write_masters` (the keys of its paths), as the files hold them
+    (bad-pixel masks as 0/1 floats): what the intermediates keep, without
+    reading the files back."""
+    out = {}
+    for kind in ("bias", "dark"):
+        if masters[kind] is not None:
+            out[kind] = masters[kind].data
+    for label, m in masters["flat"].items():
+        out[f"flat_{label}"] = m.data
+    if masters["bpm"] is not None:
+        out["bpm"] = masters["bpm"]
+    for label, bpm in masters.get("bpm_setup", {}).items():
+        out[f"bpm_{label}"] = bpm
+    return {k: np.asarray(a).astype(np.float32, copy=False) for k, a in out.items()}
 
 
 def _fits_header(d):
@@ -443,4 +488,4 @@ def _fits_header(d):
 
 
 __all__ += ["Master", "master_bias", "master_dark", "master_flat", "bad_pixel_mask",
-            "setup_bad_pixels", "check_frames", "write_masters"]
+            "setup_bad_pixels", "check_frames", "write_masters", "master_arrays"]

@@ -35,6 +35,7 @@ from ..calib.calibrate import calibrate_frame
 from ..calib.response import calibrate_arc
 from ..cosmic.registry import get_method, load_plugins
 from ..io.atomic import OutputRoot
+from ..kernels.calibrate import merge_cosmics
 from ..io.checksums import closure_digest
 from ..io.intermediates import IncompleteError, IntermediateStore
 from ..io.naming import output_stem
@@ -47,8 +48,8 @@ from .qa import qa_calibrated
 from .quality import QUALITY_KEYS, score_frame
 from .spectro_masters import frame_masters
 
-__all__ = ["process_science_frame", "process_arc_frame", "clean_frame", "frame_stem",
-           "unusable", "master_history", "calibrated_output", "arc_output"]
+__all__ = ["process_science_frame", "process_arc_frame", "clean_frame", "merge_result",
+           "warm_worker", "warm_workers", "frame_stem", "unusable", "master_history", "calibrated_output", "arc_output"]
 
 #: Mask bits whose pixels a cosmic-ray method must neither flag nor use.
 UNUSABLE_BITS = bits.BAD | bits.NONFINITE | bits.FLAT_INVALID | bits.SATURATED
@@ -124,10 +125,75 @@ def clean_frame(method_name, sci, var, mask, params, readnoise, threads=1):
     bad = unusable(mask)
     res = method.detect(sci, params, bad=bad, var=var, readnoise=readnoise,
                         num_threads=threads)
-    crmask = np.asarray(res.crmask, bool) & ~bad
-    clean = np.where(bad, sci, np.asarray(res.clean, np.float32)).astype(np.float32)
+    clean, mask, ncr = merge_result(sci, res.clean, res.crmask, mask)
+    return clean, mask, ncr, method.params.history(params)
+
+
+def merge_result(sci, clean, crmask, mask):
+    """``(clean, mask, ncr)``: a method's cleaned frame and cosmic-ray mask
+    merged into the calibrated ``sci`` and ``mask`` -- unusable pixels keep
+    their value and are never flagged. One pass of
+    :func:`crdask.kernels.calibrate.merge_cosmics` for plain float32/bool/
+    uint8 arrays of one shape, the numpy expressions otherwise."""
+    arrays = (sci, clean, crmask, mask)
+    dtypes = (np.float32, np.float32, np.bool_, np.uint8)
+    if all(isinstance(a, np.ndarray) and a.dtype == d and a.shape == np.shape(sci)
+           and a.ndim == 2 for a, d in zip(arrays, dtypes)):
+        clean, mask, ncr = merge_cosmics(sci, clean, crmask, mask, UNUSABLE_BITS,
+                                         bits.COSMIC_RAY)
+        return clean, mask, int(ncr)
+    bad = unusable(mask)
+    crmask = np.asarray(crmask, bool) & ~bad
+    clean = np.where(bad, sci, np.asarray(clean, np.float32)).astype(np.float32)
     mask = mask | np.where(crmask, bits.COSMIC_RAY, 0).astype(np.uint8)
-    return clean, mask, int(crmask.sum()), method.params.history(params)
+    return clean, mask, int(crmask.sum())
+
+
+def warm_worker(wf_dict, size=48):
+    """Make a worker ready for frame tasks: import what they import and load
+    the Numba kernels from the on-disk cache, by calibrating and cleaning a
+    tiny random frame (``size`` x ``size``) with the workflow's frame method.
+
+    Submitted once per worker while the client process builds the masters
+    (:func:`crdask.pipeline.night.run_night`), so the ~1.5 s per worker of
+    imports and kernel loading is off the critical path. Never raises.
+
+    Returns
+    -------
+    float : the seconds it took (0.0 if it failed).
+
+    Example
+    -------
+    >>> warm_worker({"version": 1, "inputs": {"files": []}, "output": "o"})  # doctest: +SKIP
+    0.42
+    """
+    t0 = time.perf_counter()
+    try:
+        wf = load_workflow(wf_dict)
+        load_plugins(wf.plugins)
+        rng = np.random.default_rng(0)
+        data = rng.normal(100.0, 10.0, (size, size)).astype(np.float32)
+        cal = calibrate_frame(data, readnoise=5.0, bias=data * np.float32(0.01),
+                              flat=np.ones_like(data), bad=np.zeros(data.shape, bool))
+        cos = wf.cosmics
+        name = cos.method if cos.kind == "frame" else cos.fallback
+        if cos.enabled and name is not None:
+            params = cos.params_for(filter=None, object=None, exptime=1.0, method=name)
+            clean_frame(name, cal.sci, cal.var, cal.mask, params, 5.0)
+    except Exception:   # only a warm-up: the frame tasks report real problems
+        return 0.0
+    return time.perf_counter() - t0
+
+
+def warm_workers(client, wf_dict):
+    """Submit one :func:`warm_worker` task to each worker of ``client``;
+    returns the futures (keep them until the warm-up may end)."""
+    try:
+        workers = list(client.scheduler_info().get("workers", {}))
+    except Exception:  # pragma: no cover - a scheduler that cannot say
+        return []
+    return [client.submit(warm_worker, wf_dict, workers=[w], allow_other_workers=False,
+                          pure=False) for w in workers]
 
 
 def _calibrate(path, wf, prep, master_paths, exptime, label, arc=False):

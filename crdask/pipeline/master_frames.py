@@ -21,7 +21,23 @@ from ..io.sections import parse_section
 from .spectro_masters import dispersion_axis, frame_mode, response_flat
 
 __all__ = ["FrameRejected", "Master", "where", "central", "flat_region", "combine_frames",
-           "master_flat", "bad_pixel_mask", "hot_pixels", "setup_bad_pixels"]
+           "master_flat", "bad_pixel_mask", "hot_pixels", "setup_bad_pixels", "nanmedian"]
+
+
+def nanmedian(a):
+    """Median of the non-NaN pixels of a 2-D numpy (a number) or
+    Dask array (a lazy 0-d array: the whole array in one block, as
+    ``np.nanmedian`` needs it); the same value either way.
+
+    Example
+    -------
+    >>> a = np.array([[1.0, np.nan], [3.0, 4.0]], np.float32)
+    >>> float(nanmedian(a)), float(nanmedian(da.from_array(a, chunks=1)).compute())
+    (3.0, 3.0)
+    """
+    if isinstance(a, da.Array):
+        return da.nanmedian(a.rechunk(-1), axis=(0, 1))
+    return np.nanmedian(a)
 
 
 class FrameRejected(Exception):
@@ -84,7 +100,7 @@ def master_flat(preps, setup, bias, dark, filt, *, label=None, setup_name=None):
             f = f - dark.data * np.float32(p.exptime)
         frames.append(f)
     region = flat_region(setup, frames[0].shape)
-    levels = dask.compute(*[da.nanmedian(f[region].rechunk(-1), axis=(0, 1)) for f in frames])
+    levels = dask.compute(*[nanmedian(f[region]) for f in frames])
     bad = [(p, lv) for p, lv in zip(preps, levels) if not lv > 0]
     if bad:
         raise FrameRejected(f"{bad[0][0].path}: flat level {bad[0][1]:.3g} e- is not positive")
@@ -104,13 +120,16 @@ def master_flat(preps, setup, bias, dark, filt, *, label=None, setup_name=None):
     level = float(np.median(levels))
     own_bad = None
     if norm_kind == "response":
-        data, var, own_bad = response_flat(data, count, level, setup, axis)
+        as_dask = (lambda a: a if isinstance(a, da.Array) else da.from_array(a, chunks=-1))
+        data, var, own_bad = response_flat(as_dask(data), as_dask(count), level, setup, axis)
     else:
         sub = data[region]
-        if norm_kind == "mode":
-            norm = 3 * da.nanmedian(sub.rechunk(-1), axis=(0, 1)) - 2 * da.nanmean(sub)
+        if norm_kind == "mode":   # dask's nanmean, whatever the kind of array
+            norm = 3 * nanmedian(sub) - 2 * da.nanmean(
+                sub if isinstance(sub, da.Array) else da.from_array(sub, chunks=-1))
+            norm = norm if isinstance(data, da.Array) else norm.compute(scheduler="sync")
         else:
-            norm = da.nanmedian(sub.rechunk(-1), axis=(0, 1))
+            norm = nanmedian(sub)
         data = (data / norm).astype(np.float32)
         var = (da.maximum(data, 0) / (np.float32(level) * da.maximum(count, 1))
                ).astype(np.float32)
@@ -148,8 +167,8 @@ def hot_pixels(dark, setup):
     if dark is None:
         return None
     d = dark.data
-    med = da.nanmedian(d.rechunk(-1), axis=(0, 1))
-    sigma = 1.4826 * da.nanmedian(abs(d - med).rechunk(-1), axis=(0, 1))
+    med = nanmedian(d)
+    sigma = 1.4826 * nanmedian(abs(d - med))
     return ((d > med + np.float32(setup.hot_sigma) * sigma) & (d > setup.hot_floor)) | \
         ~da.isfinite(d)
 

@@ -18,8 +18,7 @@ import time
 
 from ..io.catalog import Catalog
 from ..io.intermediates import IntermediateStore
-from ..io.products import read_master
-from .calibration import build_masters, write_masters
+from .calibration import build_masters, master_arrays, write_masters
 from .config import config_hash
 from .ledger import Ledger
 
@@ -74,18 +73,19 @@ def masters_step(wf, ledger: Ledger, catalog, log):
     t = time.perf_counter()
     sub = Catalog(frames=calib, keymap=catalog.keymap)
     masters = build_masters(sub, wf.calib_setup(), rejected)
-    paths = write_masters(masters, str(wf.output), overwrite=True)
+    known = {str(i.path): ledger.file_sha256(i.path) for i in calib}   # cached above
+    paths = write_masters(masters, str(wf.output), overwrite=True, checksums=known)
     inputs = {}
     for kind in ("bias", "dark"):
         if masters[kind] is not None:
             inputs[kind] = [os.path.basename(p) for p in masters[kind].inputs]
     for filt, m in masters["flat"].items():
         inputs[f"flat_{filt}"] = [os.path.basename(p) for p in m.inputs]
-    if wf.execution.intermediates:
+    if wf.execution.intermediates:   # the arrays just written, not read back
         store = IntermediateStore(wf.output / "intermediate.zarr")
-        for key, p in paths.items():
-            data, _, _, _ = read_master(p)
-            store.write_master(key, data)
+        arrays = master_arrays(masters)
+        for key in paths:
+            store.write_master(key, arrays[key])
     ledger.finish(MASTER_KEY, outputs=list(paths.values()), paths=paths, inputs=inputs,
                   rejected=rejected,
                   seconds=time.perf_counter() - t)

@@ -47,7 +47,7 @@ from .calibration import check_frames
 from .cluster import ClusterError, connect
 from .config import Workflow, config_hash, load_workflow
 from .arcs_step import arc_summaries, submit_arcs
-from .frame_task import calibrated_output, frame_stem, process_science_frame
+from .frame_task import calibrated_output, frame_stem, process_science_frame, warm_workers
 from .group_task import group_entry, group_inputs, process_group
 from .groups import group_exposures
 from .ledger import Ledger
@@ -376,11 +376,15 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         # our own, the threaded scheduler in this process avoids shipping
         # strips between worker processes (0.4 s instead of 3-8 s measured on
         # a small night); on an external cluster the graph runs there.
+        # imports and kernels while the masters build (an archive's cluster
+        # that is still starting warms its workers itself)
+        warm = [] if starting else warm_workers(client, wf.to_dict())
         with dask.config.set(scheduler="threads") if local else contextlib.nullcontext():
             master_info, master_paths, rejected = masters_step(wf, ledger, catalog, log)
         if starting:
             client = client.result()
             scheduler = _scheduler_info(client, local, threads, log)
+        del warm
         live.masters(master_paths)
         for line in missing_flat_warnings(wf, plan["labels"], master_paths,
                                           [i for i in catalog.science_like() if not i.error]):
