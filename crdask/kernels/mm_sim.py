@@ -1,0 +1,230 @@
+"""Fused simulation kernel of the Median-Minimum diagram (layer 1).
+
+numina-crmasks simulates ``mm_nsimulations`` stacks of N exposures (Poisson
+photons plus read noise) around the pre-cleaned median, whole frame by whole
+frame, and bins their diagram coordinates with ``np.histogramdd``: for 3 x
+2048² and 10 simulations, 126 million Poisson and normal draws, each written
+to and read back from full-frame float64 temporaries.
+:func:`sim_codes_poisson` does the same per pixel in one pass: the Poisson
+set-up (square root, logarithms, divisions) once per pixel and exposure for
+all the simulations, the N values of a simulated pixel sorted in registers,
+reduced to ``(x, y)`` and binned at once. It stores each simulated pixel's
+bin (2 bytes) rather than a histogram, so it can run before the pixels to
+leave out are known; :func:`hist_from_codes` then counts the usable ones.
+
+The Poisson sampler is numpy's algorithm (``Generator.poisson``: Hörmann's
+PTRS transformed rejection for ``lam >= 10``, the multiplication method
+below) on uniforms from an inline xoshiro256+ generator (:func:`uniform`,
+seeded per block by the caller: a block gives the same draws on any
+thread). The normals are drawn by the caller with numpy's ziggurat into one
+buffer (faster than any per-value sampler here).
+
+Example
+-------
+>>> import numpy as np
+>>> lam = np.zeros((3, 4))                     # no photons: read noise only
+>>> z = np.zeros(4 * 2 * 3)                    # ... and no noise: y = 0
+>>> e = np.array([-1.0, 0.5, 2.0])
+>>> codes = np.empty((4, 2), np.uint16)
+>>> sim_codes_poisson(lam, 1.0, 1.0, 1, z, e, e, codes, rng_state(np.random.SeedSequence(1)))
+>>> h = np.zeros((2, 2), np.int64)
+>>> hist_from_codes(codes, np.ones(4, bool), h)
+>>> h.tolist()
+[[8, 0], [0, 0]]
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .mm_stack import bin2d, sorted_xy
+
+__all__ = ["sim_codes_poisson", "hist_from_codes", "poisson_many", "poisson_setup",
+           "poisson_draw", "uniform", "rng_state"]
+
+
+def rng_state(seed_sequence):
+    """A state for :func:`uniform` from a ``numpy.random.SeedSequence``
+    (uint64 ``(4,)``; never all zero)."""
+    st = seed_sequence.generate_state(4, np.uint64)
+    if not st.any():
+        st[0] = 1
+    return st
+
+_LOGGAM_A = np.array([8.333333333333333e-02, -2.777777777777778e-03, 7.936507936507937e-04,
+                      -5.952380952380952e-04, 8.417508417508418e-04, -1.917526917526918e-03,
+                      6.410256410256410e-03, -2.955065359477124e-02, 1.796443723688307e-01,
+                      -1.39243221690590e+00])
+
+
+@njit(cache=True, nogil=True)
+def _loggam(x):
+    # log(Gamma(x)) as numpy's random_loggam computes it (Stirling series)
+    if x == 1.0 or x == 2.0:
+        return 0.0
+    x0 = x
+    n = 0
+    if x < 7.0:
+        n = int(7 - x)
+        x0 = x + n
+    x2 = 1.0 / (x0 * x0)
+    gl0 = _LOGGAM_A[9]
+    for k in range(8, -1, -1):
+        gl0 = gl0 * x2 + _LOGGAM_A[k]
+    gl = gl0 / x0 + 0.5 * math.log(2.0 * math.pi) + (x0 - 0.5) * math.log(x0) - x0
+    if x < 7.0:
+        for _ in range(n):
+            x0 -= 1.0
+            gl -= math.log(x0)
+    return gl
+
+
+@njit(cache=True, nogil=True)
+def _rotl(x, k):
+    return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def uniform(st):
+    """A double in [0, 1) from the xoshiro256+ state ``st`` (uint64 ``(4,)``,
+    not all zero; advanced in place): the top 53 bits of the sum, as
+    numpy's bit generators make doubles."""
+    s0, s1, s2, s3 = st[0], st[1], st[2], st[3]
+    r = s0 + s3
+    t = s1 << np.uint64(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = _rotl(s3, 45)
+    st[0], st[1], st[2], st[3] = s0, s1, s2, s3
+    return float(r >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, nogil=True)
+def poisson_setup(lam, par, i):
+    """Fill row ``i`` of ``par`` (float64 ``(m, 6)``) with what
+    :func:`poisson_draw` needs for the mean ``lam`` (>= 0, counts): computed
+    once, used for many draws."""
+    par[i, 0] = lam
+    if lam >= 10.0:
+        slam = math.sqrt(lam)
+        b = 0.931 + 2.53 * slam
+        a = -0.059 + 0.02483 * b
+        par[i, 1] = math.log(lam)
+        par[i, 2] = 2.0 * a
+        par[i, 3] = b
+        par[i, 4] = math.log(1.1239 + 1.1328 / (b - 3.4))                 # log(1 / alpha)
+        par[i, 5] = 0.9277 - 3.6224 / (b - 2.0)                           # v_r
+    else:
+        par[i, 1] = math.exp(-lam)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def poisson_draw(par, i, st):
+    """One Poisson variate (float) for the parameters in row ``i`` of ``par``
+    (:func:`poisson_setup`), uniforms from the state ``st``
+    (:func:`uniform`). numpy's PTRS with its algebra regrouped:
+    ``log(V) + log(1/alpha) - log(a/us² + b)`` as
+    ``log(V·us²) + log(1/alpha) - log(a + b·us²)``."""
+    lam = par[i, 0]
+    if lam >= 10.0:
+        loglam, a2, b, linvalpha, vr = par[i, 1], par[i, 2], par[i, 3], par[i, 4], par[i, 5]
+        while True:
+            u = uniform(st) - 0.5
+            v = uniform(st)
+            us = 0.5 - abs(u)
+            k = math.floor((a2 / us + b) * u + lam + 0.43)
+            if us >= 0.07 and v <= vr:
+                return float(k)
+            if k < 0 or (us < 0.013 and v > us):
+                continue
+            us2 = us * us
+            if (math.log(v * us2) + linvalpha - math.log(0.5 * a2 + b * us2)
+                    <= -lam + k * loglam - _loggam(k + 1.0)):
+                return float(k)
+    if lam == 0.0:
+        return 0.0
+    enlam = par[i, 1]
+    x = 0.0
+    prod = 1.0
+    while True:
+        prod *= uniform(st)
+        if prod > enlam:
+            x += 1.0
+        else:
+            return x
+
+
+@njit(cache=True, nogil=True)
+def poisson_many(lam, size, st):
+    """``size`` Poisson variates (float64) of mean ``lam`` from the state
+    ``st`` (:func:`uniform`): the sampler of :func:`sim_hist_poisson`."""
+    par = np.empty((1, 6))
+    poisson_setup(lam, par, 0)
+    out = np.empty(size)
+    for i in range(size):
+        out[i] = poisson_draw(par, 0, st)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def sim_codes_poisson(lam, gain, rnoise, ncoinc, z, edges_y, edges_x, codes, st):
+    """Simulate ``codes.shape[1]`` stacks of ``m`` pixels and store the
+    diagram bin of each simulated pixel.
+
+    Parameters
+    ----------
+    lam : float64 ``(n, m)``
+        Expected signal (ADU, >= 0) of ``m`` pixels in each of ``n`` exposures.
+    gain, rnoise : float
+        e-/ADU; read noise (ADU).
+    ncoinc : int
+        ``mm_cr_coincidences`` (x = mean of the ``n - ncoinc`` smallest).
+    z : float64 ``(m * nsim * n,)``
+        Standard normal variates, consumed pixel by pixel, simulation by
+        simulation, exposure by exposure.
+    edges_y, edges_x : float64
+        Bin edges (``numpy.histogramdd``'s binning, as
+        :func:`crdask.kernels.mm_stack.bin2d`).
+    codes : uint16 ``(m, nsim)``
+        Filled with the flat bin of each simulated pixel (``iy * nbins_x +
+        ix``), or 65535 when it falls outside the diagram.
+    st : uint64 ``(4,)``
+        State of the generator of the Poisson draws (:func:`uniform`),
+        advanced in place.
+
+    Each simulated value is ``Poisson(lam * gain) / gain + rnoise * z``.
+    """
+    n, m = lam.shape
+    nsim = codes.shape[1]
+    par = np.empty((n, 6))
+    v = np.empty(n)
+    zi = 0
+    for p in range(m):
+        for i in range(n):
+            poisson_setup(lam[i, p] * gain, par, i)
+        for k in range(nsim):
+            for i in range(n):
+                v[i] = poisson_draw(par, i, st) / gain + rnoise * z[zi]
+                zi += 1
+            x, y = sorted_xy(v, ncoinc)
+            b = bin2d(y, x, edges_y, edges_x)
+            codes[p, k] = 65535 if b < 0 else b
+
+
+@njit(cache=True, nogil=True)
+def hist_from_codes(codes, usable, hist):
+    """Add to ``hist`` (int64 ``(nby, nbx)``) the simulated pixels of
+    ``codes`` (:func:`sim_codes_poisson`) whose pixel is ``usable``
+    (bool ``(m,)``)."""
+    nbx = hist.shape[1]
+    for p in range(codes.shape[0]):
+        if not usable[p]:
+            continue
+        for k in range(codes.shape[1]):
+            c = codes[p, k]
+            if c != 65535:
+                hist[c // nbx, c % nbx] += 1
