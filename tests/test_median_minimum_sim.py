@@ -39,8 +39,9 @@ def test_poisson_sampler_follows_the_poisson_law():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(3, 7), st.integers(1, 60), st.integers(1, 4), st.integers(0, 2 ** 31 - 1))
-def test_codes_match_numpy_diagram_and_histogramdd(n, m, nsim, seed):
+@given(st.integers(3, 7), st.integers(1, 60), st.integers(1, 4), st.integers(0, 2 ** 31 - 1),
+       st.booleans())
+def test_codes_match_numpy_diagram_and_histogramdd(n, m, nsim, seed, on_edges):
     # lam = 0: the draws are the normals only, so numpy can redo the diagram
     rng = np.random.default_rng(seed)
     ncoinc = int(rng.integers(1, n))
@@ -48,6 +49,11 @@ def test_codes_match_numpy_diagram_and_histogramdd(n, m, nsim, seed):
     z = rng.standard_normal(m * nsim * n)
     ey = np.linspace(0.0, rng.uniform(1, 10), int(rng.integers(2, 30)))
     ex = np.linspace(rng.uniform(-20, -1), rng.uniform(1, 20), int(rng.integers(2, 30)))
+    if on_edges:        # integer values and half-integer edges: points on the edges
+        rnoise = 1.0
+        z = rng.integers(-6, 7, m * nsim * n).astype(float)
+        ey = np.linspace(0.0, 6.0, 13)
+        ex = np.linspace(-6.0, 6.0, 25)
     codes = np.empty((m, nsim), np.uint16)
     sim_codes_poisson(np.zeros((n, m)), 1.0, rnoise, ncoinc, z, ey, ex, codes, _state(seed))
     v = (rnoise * z).reshape(m, nsim, n)

@@ -38,7 +38,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .mm_stack import bin2d, sorted_xy
+from .mm_stack import sorted_xy
 
 __all__ = ["sim_codes_poisson", "hist_from_codes", "poisson_many", "poisson_setup",
            "poisson_draw", "uniform", "rng_state"]
@@ -187,8 +187,8 @@ def sim_codes_poisson(lam, gain, rnoise, ncoinc, z, edges_y, edges_x, codes, st)
         Standard normal variates, consumed pixel by pixel, simulation by
         simulation, exposure by exposure.
     edges_y, edges_x : float64
-        Bin edges (``numpy.histogramdd``'s binning, as
-        :func:`crdask.kernels.mm_stack.bin2d`).
+        Bin edges (sorted; binned as ``numpy.histogramdd`` bins:
+        closed on the left, the last bin on both sides).
     codes : uint16 ``(m, nsim)``
         Filled with the flat bin of each simulated pixel (``iy * nbins_x +
         ix``), or 65535 when it falls outside the diagram.
@@ -200,6 +200,12 @@ def sim_codes_poisson(lam, gain, rnoise, ncoinc, z, edges_y, edges_x, codes, st)
     """
     n, m = lam.shape
     nsim = codes.shape[1]
+    kept = n - ncoinc
+    nbx = edges_x.shape[0] - 1
+    ly, hy = edges_y[0], edges_y[edges_y.shape[0] - 1]
+    lx, hx = edges_x[0], edges_x[nbx]
+    sy = (edges_y.shape[0] - 1) / (hy - ly)
+    sx = nbx / (hx - lx)
     par = np.empty((n, 6))
     v = np.empty(n)
     zi = 0
@@ -210,9 +216,40 @@ def sim_codes_poisson(lam, gain, rnoise, ncoinc, z, edges_y, edges_x, codes, st)
             for i in range(n):
                 v[i] = poisson_draw(par, i, st) / gain + rnoise * z[zi]
                 zi += 1
-            x, y = sorted_xy(v, ncoinc)
-            b = bin2d(y, x, edges_y, edges_x)
-            codes[p, k] = 65535 if b < 0 else b
+            if n == 3:
+                # branchless sorting network (the common case), then the
+                # sums of sorted_xy in the same order
+                a, b, c = v[0], v[1], v[2]
+                a, b = min(a, b), max(a, b)
+                b, c = min(b, c), max(b, c)
+                a, b = min(a, b), max(a, b)
+                x = (0.0 + a + b) / 2.0 if kept == 2 else a
+                y = b - x
+            else:
+                x, y = sorted_xy(v, ncoinc)
+            iy = _bin(edges_y, y, ly, hy, sy)
+            ix = _bin(edges_x, x, lx, hx, sx)
+            codes[p, k] = 65535 if iy < 0 or ix < 0 else iy * nbx + ix
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bin(edges, v, lo, hi, scale):
+    # numpy.histogramdd's bin of v (bins closed on the left, the last on
+    # both sides; -1 outside or NaN): a guess from the even spacing, then
+    # moved until edges[i] <= v < edges[i + 1] (exact for any sorted edges)
+    nb = edges.shape[0] - 1
+    if not (v >= lo and v <= hi):
+        return -1
+    if v == hi:
+        return nb - 1
+    i = int((v - lo) * scale)
+    if i > nb - 1:
+        i = nb - 1
+    while i > 0 and v < edges[i]:
+        i -= 1
+    while i < nb - 1 and v >= edges[i + 1]:
+        i += 1
+    return i
 
 
 @njit(cache=True, nogil=True)

@@ -27,8 +27,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["stack_stats", "sort_small", "sim_xy", "sorted_xy", "hist2d_bin",
-           "masked_mean_var_kernel", "dilate8", "keep_touching", "label8", "hist2d_add",
-           "bin2d"]
+           "masked_mean_var_kernel", "dilate8", "keep_touching", "label8", "hist2d_add"]
 
 
 @njit(cache=True, nogil=True)
@@ -230,12 +229,11 @@ def label8(mask):
 
 
 @njit(cache=True, nogil=True)
-def bin2d(yv, xv, edges_y, edges_x):
-    """The flat bin ``iy * (len(edges_x) - 1) + ix`` of the point ``(yv, xv)``
-    as ``numpy.histogramdd`` bins it (bins closed on the left, the last one
-    on both sides), or -1 when it is outside (or NaN). For evenly spaced
-    edges the bin is guessed arithmetically and then checked against the
-    edges, so any edges give numpy's bin."""
+def hist2d_bin(hist, yv, xv, edges_y, edges_x):
+    """Add the point ``(yv, xv)`` to ``hist`` as ``numpy.histogramdd`` bins
+    it (bins closed on the left, the last one on both sides; outside or NaN
+    left out). For evenly spaced edges the bin is guessed arithmetically
+    and then checked against the edges, so any edges give numpy's bin."""
     ny = edges_y.shape[0]
     nx = edges_x.shape[0]
     iy = _bin_of(edges_y, yv)
@@ -245,18 +243,8 @@ def bin2d(yv, xv, edges_y, edges_x):
     if xv == edges_x[nx - 1]:
         ix -= 1
     if iy <= 0 or iy >= ny or ix <= 0 or ix >= nx:
-        return -1
-    return (iy - 1) * (nx - 1) + ix - 1
-
-
-@njit(cache=True, nogil=True)
-def hist2d_bin(hist, yv, xv, edges_y, edges_x):
-    """Add the point ``(yv, xv)`` to ``hist`` in its :func:`bin2d` bin
-    (outside or NaN left out)."""
-    b = bin2d(yv, xv, edges_y, edges_x)
-    if b >= 0:
-        nbx = edges_x.shape[0] - 1
-        hist[b // nbx, b - (b // nbx) * nbx] += 1
+        return
+    hist[iy - 1, ix - 1] += 1
 
 
 @njit(cache=True, nogil=True)
