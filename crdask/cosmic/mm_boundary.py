@@ -221,12 +221,9 @@ def simulate_codes(lam3d, gain, rnoise, ncoinc, nsim, bins_y, bins_x, seed,
 
     def block(b):
         r0, r1 = starts[b], min(starts[b] + SIM_FUSED_ROWS, ny)
-        gen = np.random.Generator(np.random.PCG64(
-            np.random.SeedSequence(root.entropy, spawn_key=(b, 0))))
-        z = gen.standard_normal((r1 - r0) * nx * nsim * n)
-        st = rng_state(np.random.SeedSequence(root.entropy, spawn_key=(b, 1)))
+        st = rng_state(np.random.SeedSequence(root.entropy, spawn_key=(b,)))
         sim_codes_poisson(lam3d[:, r0:r1].reshape(n, -1), float(gain), float(rnoise),
-                          int(ncoinc), z, bins_y, bins_x, codes[r0 * nx:r1 * nx], st)
+                          int(ncoinc), bins_y, bins_x, codes[r0 * nx:r1 * nx], st)
 
     with ThreadPoolExecutor(max_workers=num_threads or os.cpu_count() or 1) as pool:
         list(pool.map(block, range(len(starts))))

@@ -12,21 +12,20 @@ reduced to ``(x, y)`` and binned at once. It stores each simulated pixel's
 bin (2 bytes) rather than a histogram, so it can run before the pixels to
 leave out are known; :func:`hist_from_codes` then counts the usable ones.
 
-The Poisson sampler is numpy's algorithm (``Generator.poisson``: Hörmann's
-PTRS transformed rejection for ``lam >= 10``, the multiplication method
-below) on uniforms from an inline xoshiro256+ generator (:func:`uniform`,
-seeded per block by the caller: a block gives the same draws on any
-thread). The normals are drawn by the caller with numpy's ziggurat into one
-buffer (faster than any per-value sampler here).
+The samplers are numpy's algorithms (``Generator.poisson``: Hörmann's PTRS
+transformed rejection for ``lam >= 10``, the multiplication method below;
+``Generator.standard_normal``: the 256-layer ziggurat) on an inline
+xoshiro256** generator (:func:`next_u64`, seeded per block by the caller: a
+block gives the same draws on any thread); numpy's own calls cost a
+function call and an array pass per value, these a few instructions.
 
 Example
 -------
 >>> import numpy as np
->>> lam = np.zeros((3, 4))                     # no photons: read noise only
->>> z = np.zeros(4 * 2 * 3)                    # ... and no noise: y = 0
+>>> lam = np.zeros((3, 4))                     # no photons, no read noise
 >>> e = np.array([-1.0, 0.5, 2.0])
 >>> codes = np.empty((4, 2), np.uint16)
->>> sim_codes_poisson(lam, 1.0, 1.0, 1, z, e, e, codes, rng_state(np.random.SeedSequence(1)))
+>>> sim_codes_poisson(lam, 1.0, 0.0, 1, e, e, codes, rng_state(np.random.SeedSequence(1)))
 >>> h = np.zeros((2, 2), np.int64)
 >>> hist_from_codes(codes, np.ones(4, bool), h)
 >>> h.tolist()
@@ -41,7 +40,8 @@ from numba import njit
 from .mm_stack import sorted_xy
 
 __all__ = ["sim_codes_poisson", "hist_from_codes", "poisson_many", "poisson_setup",
-           "poisson_draw", "uniform", "rng_state"]
+           "poisson_draw", "uniform", "normal", "normal_many", "next_u64", "bin_index",
+           "rng_state"]
 
 
 def rng_state(seed_sequence):
@@ -80,18 +80,17 @@ def _loggam(x):
     return gl
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _rotl(x, k):
     return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def uniform(st):
-    """A double in [0, 1) from the xoshiro256+ state ``st`` (uint64 ``(4,)``,
-    not all zero; advanced in place): the top 53 bits of the sum, as
-    numpy's bit generators make doubles."""
+def next_u64(st):
+    """The next 64-bit output of the xoshiro256** state ``st`` (uint64
+    ``(4,)``, not all zero; advanced in place)."""
     s0, s1, s2, s3 = st[0], st[1], st[2], st[3]
-    r = s0 + s3
+    r = _rotl(s1 * np.uint64(5), 7) * np.uint64(9)
     t = s1 << np.uint64(17)
     s2 ^= s0
     s3 ^= s1
@@ -100,7 +99,75 @@ def uniform(st):
     s2 ^= t
     s3 = _rotl(s3, 45)
     st[0], st[1], st[2], st[3] = s0, s1, s2, s3
-    return float(r >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return r
+
+
+@njit(cache=True, nogil=True, inline="always")
+def uniform(st):
+    """A double in [0, 1) from the state ``st`` (:func:`next_u64`): the top
+    53 bits, as numpy's bit generators make doubles."""
+    return float(next_u64(st) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+def _ziggurat_tables():
+    # Marsaglia & Tsang's 256-layer ziggurat on 52-bit magnitudes, the
+    # layout of numpy's random_standard_normal (ki, wi, fi)
+    dn = tn = 3.6541528853610088
+    vn = 0.00492867323399
+    m1 = 2.0 ** 52
+    ki = np.zeros(256, np.uint64)
+    wi = np.zeros(256)
+    fi = np.zeros(256)
+    q = vn / math.exp(-0.5 * dn * dn)
+    ki[0] = np.uint64((dn / q) * m1)
+    wi[0] = q / m1
+    wi[255] = dn / m1
+    fi[0] = 1.0
+    fi[255] = math.exp(-0.5 * dn * dn)
+    for i in range(254, 0, -1):
+        dn = math.sqrt(-2.0 * math.log(vn / dn + math.exp(-0.5 * dn * dn)))
+        ki[i + 1] = np.uint64((dn / tn) * m1)
+        tn = dn
+        fi[i] = math.exp(-0.5 * dn * dn)
+        wi[i] = dn / m1
+    return ki, wi, fi
+
+
+_ZKI, _ZWI, _ZFI = _ziggurat_tables()
+_ZR = 3.6541528853610088
+
+
+@njit(cache=True, nogil=True, inline="always")
+def normal(st):
+    """A standard normal variate by numpy's ziggurat (one 64-bit draw 99.3%
+    of the time) from the state ``st`` (:func:`next_u64`)."""
+    while True:
+        r = next_u64(st)
+        idx = int(r & np.uint64(0xff))
+        r >>= np.uint64(8)
+        rabs = (r >> np.uint64(1)) & np.uint64(0x000fffffffffffff)
+        x = float(rabs) * _ZWI[idx]
+        if r & np.uint64(1):
+            x = -x
+        if rabs < _ZKI[idx]:
+            return x
+        if idx == 0:
+            while True:
+                xx = -math.log1p(-uniform(st)) / _ZR
+                yy = -math.log1p(-uniform(st))
+                if yy + yy > xx * xx:
+                    return -(_ZR + xx) if (rabs >> np.uint64(8)) & np.uint64(1) else _ZR + xx
+        elif ((_ZFI[idx - 1] - _ZFI[idx]) * uniform(st) + _ZFI[idx]) < math.exp(-0.5 * x * x):
+            return x
+
+
+@njit(cache=True, nogil=True)
+def normal_many(size, st):
+    """``size`` standard normal variates of :func:`normal` (for tests)."""
+    out = np.empty(size)
+    for i in range(size):
+        out[i] = normal(st)
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -171,7 +238,7 @@ def poisson_many(lam, size, st):
 
 
 @njit(cache=True, nogil=True)
-def sim_codes_poisson(lam, gain, rnoise, ncoinc, z, edges_y, edges_x, codes, st):
+def sim_codes_poisson(lam, gain, rnoise, ncoinc, edges_y, edges_x, codes, st):
     """Simulate ``codes.shape[1]`` stacks of ``m`` pixels and store the
     diagram bin of each simulated pixel.
 
@@ -183,9 +250,6 @@ def sim_codes_poisson(lam, gain, rnoise, ncoinc, z, edges_y, edges_x, codes, st)
         e-/ADU; read noise (ADU).
     ncoinc : int
         ``mm_cr_coincidences`` (x = mean of the ``n - ncoinc`` smallest).
-    z : float64 ``(m * nsim * n,)``
-        Standard normal variates, consumed pixel by pixel, simulation by
-        simulation, exposure by exposure.
     edges_y, edges_x : float64
         Bin edges (sorted; binned as ``numpy.histogramdd`` bins:
         closed on the left, the last bin on both sides).
@@ -193,10 +257,11 @@ def sim_codes_poisson(lam, gain, rnoise, ncoinc, z, edges_y, edges_x, codes, st)
         Filled with the flat bin of each simulated pixel (``iy * nbins_x +
         ix``), or 65535 when it falls outside the diagram.
     st : uint64 ``(4,)``
-        State of the generator of the Poisson draws (:func:`uniform`),
-        advanced in place.
+        State of the generator (:func:`next_u64`), advanced in place.
 
-    Each simulated value is ``Poisson(lam * gain) / gain + rnoise * z``.
+    Each simulated value is ``Poisson(lam * gain) / gain + rnoise * N(0, 1)``,
+    drawn pixel by pixel, simulation by simulation, exposure by exposure
+    (the Poisson draw first; none when ``lam`` is 0).
     """
     n, m = lam.shape
     nsim = codes.shape[1]
@@ -208,14 +273,12 @@ def sim_codes_poisson(lam, gain, rnoise, ncoinc, z, edges_y, edges_x, codes, st)
     sx = nbx / (hx - lx)
     par = np.empty((n, 6))
     v = np.empty(n)
-    zi = 0
     for p in range(m):
         for i in range(n):
             poisson_setup(lam[i, p] * gain, par, i)
         for k in range(nsim):
             for i in range(n):
-                v[i] = poisson_draw(par, i, st) / gain + rnoise * z[zi]
-                zi += 1
+                v[i] = poisson_draw(par, i, st) / gain + rnoise * normal(st)
             if n == 3:
                 # branchless sorting network (the common case), then the
                 # sums of sorted_xy in the same order
@@ -227,16 +290,18 @@ def sim_codes_poisson(lam, gain, rnoise, ncoinc, z, edges_y, edges_x, codes, st)
                 y = b - x
             else:
                 x, y = sorted_xy(v, ncoinc)
-            iy = _bin(edges_y, y, ly, hy, sy)
-            ix = _bin(edges_x, x, lx, hx, sx)
+            iy = bin_index(edges_y, y, ly, hy, sy)
+            ix = bin_index(edges_x, x, lx, hx, sx)
             codes[p, k] = 65535 if iy < 0 or ix < 0 else iy * nbx + ix
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _bin(edges, v, lo, hi, scale):
-    # numpy.histogramdd's bin of v (bins closed on the left, the last on
-    # both sides; -1 outside or NaN): a guess from the even spacing, then
-    # moved until edges[i] <= v < edges[i + 1] (exact for any sorted edges)
+def bin_index(edges, v, lo, hi, scale):
+    """numpy.histogramdd's bin of ``v`` for the sorted ``edges`` (bins closed
+    on the left, the last one on both sides; -1 outside or NaN); ``lo``,
+    ``hi`` the end edges, ``scale`` = bins / (hi - lo): a guess from the
+    even spacing, then moved until ``edges[i] <= v < edges[i + 1]`` (exact
+    for any sorted edges)."""
     nb = edges.shape[0] - 1
     if not (v >= lo and v <= hi):
         return -1
