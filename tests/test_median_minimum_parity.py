@@ -87,8 +87,24 @@ def test_spline_same_seed_close(tmp_path):
     # crdask's own stream (parallel blocks; the same YAML as numina's)
     ours, theirs, (cfg, _) = both(tmp_path, s["frames"], s["gain"], s["rnoise"], s["bias"], req)
     jac = {name: jaccard(np.asarray(ours.masks[name]), theirs[name]) for name in theirs}
-    print("Jaccard (mm_rng=blocks)", jac)
-    assert jac["MEDIANCR"] >= 0.95 and jac["MEANCRT"] >= 0.95
+    print("Jaccard (mm_rng=blocks, seed 7)", jac)
+    # One seed of a different stream is one draw of the sampling noise:
+    # numina's own stream with other seeds falls below 0.95 against its
+    # seed 7 about a third of the time on this 160x160 set. So the bar is
+    # on the median over the seeds 7..14 of crdask's stream against
+    # numina's seed-7 masks (and each seed is printed).
+    frames = read_images(cfg)
+    per_seed = []
+    for seed in range(7, 15):
+        r = ours if seed == 7 else median_minimum(
+            frames, gain=cfg.gain, rnoise=cfg.rnoise, bias=cfg.bias,
+            **{**cfg.params, "mm_seed": seed})
+        per_seed.append([jaccard(np.asarray(r.masks[k]), theirs[k])
+                         for k in ("MEDIANCR", "MEANCRT")])
+    med = np.median(per_seed, axis=0)
+    print("Jaccard per seed 7..14 (MEDIANCR, MEANCRT):", np.round(per_seed, 3).tolist(),
+          "median", np.round(med, 4).tolist())
+    assert med[0] >= 0.95 and med[1] >= 0.95
     # numina's own stream: the same simulated histogram, so the same masks
     same = median_minimum(read_images(cfg), gain=cfg.gain, rnoise=cfg.rnoise, bias=cfg.bias,
                           **{**cfg.params, "mm_rng": "numina"})

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import dask.array as da
 import numpy as np
 
+from ..kernels.mm_sim import hist_from_codes
 from ..kernels.mm_stack import keep_touching
 from . import mm_boundary as mb
 from .mm_aux import LACosmicAux, flux_factors, measure_offsets
@@ -255,6 +256,9 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
     use_la = p["crmethod"] != "mmcosmic"
     aux = LACosmicAux(p, gain, rnoise, num_threads) if use_la else None
     zero = np.zeros((ny, nx), bool)
+    setup = _diagram_setup(p, stats, gain, rnoise, n) if use_mm else None
+    early = _start_simulation(p, stats, setup, ff, gain, rnoise, n, num_threads) \
+        if use_mm else None
 
     # -- auxiliary method on the median and on every exposure ---------------
     auxclean = None
@@ -275,8 +279,9 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
 
     boundary, diagram, offsets, flag_mm = None, None, [(0.0, 0.0)] * n, zero
     if use_mm:
-        boundary, diagram, offsets = _boundary(p, stats, flag_aux, single_flags, singles_clean,
-                                               ff, gain, rnoise, n, num_threads)
+        boundary, diagram, offsets = _boundary(p, stats, setup, flag_aux, single_flags,
+                                               singles_clean, ff, gain, rnoise, n, num_threads,
+                                               early)
         bvals = boundary(min2d)      # every diagram test below has x = min2d
         flag_mm = diagram_flags(min2d, y_med, max2d, bvals, threshold,
                                 p["mm_minimum_max2d_rnoise"] * rnoise, np.ones_like(cleanable))
@@ -340,31 +345,20 @@ def median_minimum(frames, gain=1.0, rnoise=0.0, bias=0.0, *, num_threads=None, 
                     params=p, threshold=threshold, gain=gain, rnoise=rnoise, extra=extra)
 
 
-def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise, n,
-              num_threads=None):
-    """The detection boundary (and the simulated diagram) for one group."""
-    min2d, median2d = stats["min2d"], stats["median2d"]
-    ny, nx = min2d.shape
+def _diagram_setup(p, stats, gain, rnoise, n):
+    """Seed, bins and limits of the diagram: they need the statistics only
+    (not the auxiliary method), so the simulation can start early."""
+    min2d = stats["min2d"]
     fixed = p["mm_fixed_points_in_boundary"]
-    pre = np.where(median2d < 0, np.float32(0), median2d)
-    pre[flag_aux] = min2d[flag_aux]
-    offsets = [(0.0, 0.0)] * n
-    shift = False
-    if p["mm_xy_offsets"] is not None:
-        offsets = [tuple(o) for o in p["mm_xy_offsets"]]
-        shift = True
-    elif p["mm_crosscorr_region"] is not None:
-        offsets = measure_offsets(median2d, singles_clean, p["mm_crosscorr_region"])
-        shift = True
-    xplot = min2d.ravel()
+    shift = p["mm_xy_offsets"] is not None or p["mm_crosscorr_region"] is not None
     # mm_seed None: one fresh seed for the limits and the blocks alike
     seed = p["mm_seed"] if p["mm_seed"] is not None else \
         int(np.random.SeedSequence().entropy % (2 ** 63))
     rng = np.random.default_rng(seed)
     xlo, xhi, _, yhi = mb.diagram_limits(rng, p["mm_photon_distribution"], p["mm_nbinom_shape"],
                                          gain, rnoise, np.max(min2d), n, stream=p["mm_rng"])
-    xlo = min(xlo, float(np.min(xplot)))
-    xhi = max(xhi, float(np.max(xplot)))
+    xlo = min(xlo, float(np.min(min2d)))
+    xhi = max(xhi, float(np.max(min2d)))
     yhi *= 4.0 if shift else 2.0
     if fixed:
         fy = max(q[1] for q in fixed)
@@ -372,24 +366,75 @@ def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise,
             yhi = 1.05 * fy
     if p["mm_ydiag_max"]:
         yhi = p["mm_ydiag_max"]
-    bins_x = np.linspace(xlo, xhi, mb.NBINS + 1)
-    bins_y = np.linspace(0, yhi, mb.NBINS + 1)
+    # Poisson photons on crdask's stream around the median: every pixel
+    # that enters the histogram has lam = max(median2d, 0) whatever the
+    # auxiliary method finds (the pixels it flags are left out), so the
+    # simulation runs beside it (same draws whether it overlaps or not)
+    early = (p["mm_rng"] != "numina" and p["mm_photon_distribution"] == "poisson"
+             and p["mm_synthetic"] == "median" and not shift)
+    return {"seed": seed, "rng": rng, "shift": shift, "early": early,
+            "bins_x": np.linspace(xlo, xhi, mb.NBINS + 1),
+            "bins_y": np.linspace(0, yhi, mb.NBINS + 1), "limits": (xlo, xhi, 0.0, yhi)}
+
+
+def _lam(p, pre, ff, n, offsets=None, singles_clean=None):
+    """Expected ADU of the simulated exposures, float64 ``(n, ny, nx)``."""
     ffsim = ff if p["apply_flux_factor_to"] == "simulated" else np.ones(n)
-    lam = np.zeros((n, ny, nx))
+    lam = np.zeros((n,) + pre.shape)
     for i in range(n):
         if p["mm_synthetic"] == "single":
             lam[i] = singles_clean[i] / ffsim[i]
-        elif shift:
+        elif offsets is not None:
             lam[i] = np.nan_to_num(mb.shift_flux(pre, *offsets[i]) / ffsim[i])
         else:
             lam[i] = pre / ffsim[i]
     lam[lam < 0] = 0.0
+    return lam
+
+
+def _start_simulation(p, stats, setup, ff, gain, rnoise, n, num_threads):
+    """The simulated bins of every pixel (a Future), started before the
+    auxiliary method when :func:`_diagram_setup` allows it, else None."""
+    if not setup["early"]:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    pre = np.where(stats["median2d"] < 0, np.float32(0), stats["median2d"])
+    lam = _lam(p, pre, ff, n)
+    pool = ThreadPoolExecutor(max_workers=1)
+    fut = pool.submit(mb.simulate_codes, lam, gain, rnoise, p["mm_cr_coincidences"],
+                      p["mm_nsimulations"], setup["bins_y"], setup["bins_x"], setup["seed"],
+                      num_threads)
+    pool.shutdown(wait=False)
+    return fut
+
+
+def _boundary(p, stats, setup, flag_aux, single_flags, singles_clean, ff, gain, rnoise, n,
+              num_threads=None, early=None):
+    """The detection boundary (and the simulated diagram) for one group;
+    ``early``: the Future of :func:`_start_simulation`."""
+    min2d, median2d = stats["min2d"], stats["median2d"]
+    fixed = p["mm_fixed_points_in_boundary"]
+    offsets = [(0.0, 0.0)] * n
+    if p["mm_xy_offsets"] is not None:
+        offsets = [tuple(o) for o in p["mm_xy_offsets"]]
+    elif p["mm_crosscorr_region"] is not None:
+        offsets = measure_offsets(median2d, singles_clean, p["mm_crosscorr_region"])
+    bins_x, bins_y = setup["bins_x"], setup["bins_y"]
     used = (np.sum(single_flags, axis=0) + flag_aux).ravel() == 0
-    hist = mb.simulate_histogram(rng, lam, gain, rnoise, p["mm_cr_coincidences"],
-                                 p["mm_nsimulations"], p["mm_photon_distribution"],
-                                 p["mm_nbinom_shape"], used, bins_y, bins_x,
-                                 stream=p["mm_rng"], seed=seed, num_threads=num_threads)
-    del lam
+    if early is not None:
+        hist = np.zeros((len(bins_y) - 1, len(bins_x) - 1), np.int64)
+        hist_from_codes(early.result(), used, hist)
+    else:
+        pre = np.where(median2d < 0, np.float32(0), median2d)
+        pre[flag_aux] = min2d[flag_aux]
+        lam = _lam(p, pre, ff, n, offsets if setup["shift"] else None, singles_clean)
+        hist = mb.simulate_histogram(setup["rng"], lam, gain, rnoise, p["mm_cr_coincidences"],
+                                     p["mm_nsimulations"], p["mm_photon_distribution"],
+                                     p["mm_nbinom_shape"], used, bins_y, bins_x,
+                                     stream=p["mm_rng"], seed=setup["seed"],
+                                     num_threads=num_threads)
+        del lam
     hmean = mb.remove_sparse_bins(hist, p["mm_hist2d_min_neighbors"]).astype(float) \
         / p["mm_nsimulations"]
     xb, yb = mb.boundary_points(hmean, bins_x, bins_y, p["mm_nsimulations"])
@@ -403,7 +448,7 @@ def _boundary(p, stats, flag_aux, single_flags, singles_clean, ff, gain, rnoise,
                                       p["mm_niter_boundary_extension"],
                                       p["mm_weight_boundary_extension"], fixed)
     diagram = {"bins_x": bins_x, "bins_y": bins_y, "hist": hmean, "xb": xb, "yb": yb,
-               "limits": (xlo, xhi, 0.0, yhi)}
+               "limits": setup["limits"]}
     return boundary, diagram, offsets
 
 

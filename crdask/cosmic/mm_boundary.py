@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.mm_sim import hist_from_codes, rng_state, sim_codes_poisson
 from ..kernels.mm_stack import hist2d_add, sim_xy
 
 __all__ = ["parse_fixed_points", "piecewise_boundary", "diagram_limits",
-           "simulate_histogram", "boundary_points", "spline_boundary",
+           "simulate_histogram", "simulate_codes", "boundary_points", "spline_boundary",
            "remove_sparse_bins", "shift_flux", "NBINS", "DEFAULT_FIXED_WEIGHT"]
 
 #: Bins of the diagram along x and y (numina's 100 x 100).
@@ -130,6 +131,9 @@ def _draw(gen, lam, gain, rnoise, distribution, nbinom_shape, shape):
 #: Rows per block of the parallel simulation (fixed: the draws of a block
 #: depend on the seed, the simulation and the block only).
 SIM_BLOCK_ROWS = 128
+#: Rows per block of the fused Poisson simulation (every simulation of a
+#: block in one pass; fixed, as :data:`SIM_BLOCK_ROWS`).
+SIM_FUSED_ROWS = 32
 
 
 def simulate_histogram(rng, lam3d, gain, rnoise, ncoinc, nsim, distribution,
@@ -142,10 +146,13 @@ def simulate_histogram(rng, lam3d, gain, rnoise, ncoinc, nsim, distribution,
     pixels where ``usable`` (flattened bool) is True.
 
     ``stream='numina'`` draws whole frames from ``rng`` in numina's order
-    (one thread); ``stream='blocks'`` draws blocks of
-    :data:`SIM_BLOCK_ROWS` rows from generators seeded by ``(seed,
-    simulation, block)`` on ``num_threads`` threads: the same histogram for
-    any number of threads, a different (equally valid) random stream.
+    (one thread); ``stream='blocks'`` draws blocks of rows from generators
+    seeded by the seed and the block on ``num_threads`` threads: the same
+    histogram for any number of threads, a different (equally valid) random
+    stream. Poisson photons go through the fused kernel
+    (:func:`simulate_codes`: every simulation of :data:`SIM_FUSED_ROWS`
+    rows in one pass); negative binomial ones through numpy, per simulation
+    and :data:`SIM_BLOCK_ROWS` rows.
     """
     n, ny, nx = lam3d.shape
     hist = np.zeros((len(bins_y) - 1, len(bins_x) - 1), dtype=np.int64)
@@ -163,6 +170,12 @@ def simulate_histogram(rng, lam3d, gain, rnoise, ncoinc, nsim, distribution,
 
     root = np.random.SeedSequence(seed)
     use2d = usable.reshape(ny, nx)
+    workers = num_threads or os.cpu_count() or 1
+    if distribution == "poisson":
+        codes = simulate_codes(lam3d, gain, rnoise, ncoinc, nsim, bins_y, bins_x, seed,
+                               num_threads)
+        hist_from_codes(codes, usable, hist)
+        return hist
     starts = list(range(0, ny, SIM_BLOCK_ROWS))
 
     def task(k, b):
@@ -180,12 +193,41 @@ def simulate_histogram(rng, lam3d, gain, rnoise, ncoinc, nsim, distribution,
                    bins_y, bins_x)
         return h
 
-    workers = num_threads or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for h in pool.map(lambda kb: task(*kb),
                           [(k, b) for k in range(nsim) for b in range(len(starts))]):
             hist += h
     return hist
+
+
+def simulate_codes(lam3d, gain, rnoise, ncoinc, nsim, bins_y, bins_x, seed,
+                   num_threads=None):
+    """The diagram bin of every simulated pixel: uint16 ``(ny * nx, nsim)``
+    (flat bin ``iy * nbins_x + ix``, 65535 outside), Poisson photons, for
+    :func:`simulate_histogram` (``hist_from_codes`` then keeps the usable
+    pixels). Every pixel is simulated, so this can run before the usable
+    pixels are known (while the auxiliary method runs). Blocks of
+    :data:`SIM_FUSED_ROWS` rows on ``num_threads`` threads, each block's
+    draws from the seed and the block only."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    if (len(bins_x) - 1) * (len(bins_y) - 1) >= 65535:
+        raise ValueError("too many diagram bins for uint16 codes")
+    n, ny, nx = lam3d.shape
+    root = np.random.SeedSequence(seed)
+    codes = np.empty((ny * nx, nsim), np.uint16)
+    starts = list(range(0, ny, SIM_FUSED_ROWS))
+
+    def block(b):
+        r0, r1 = starts[b], min(starts[b] + SIM_FUSED_ROWS, ny)
+        st = rng_state(np.random.SeedSequence(root.entropy, spawn_key=(b,)))
+        sim_codes_poisson(lam3d[:, r0:r1].reshape(n, -1), float(gain), float(rnoise),
+                          int(ncoinc), bins_y, bins_x, codes[r0 * nx:r1 * nx], st)
+
+    with ThreadPoolExecutor(max_workers=num_threads or os.cpu_count() or 1) as pool:
+        list(pool.map(block, range(len(starts))))
+    return codes
 
 
 def remove_sparse_bins(hist, min_neighbors):

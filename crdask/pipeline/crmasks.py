@@ -251,10 +251,12 @@ def write_products(result, cfg, output_dir, *, plots=True, overwrite=True):
         cols = [fits.Column(name=n, format="K", array=[q[i] for q in rp])
                 for i, n in enumerate(("X_pixel", "Y_pixel", "X_width", "Y_width"))]
         hdus.append(fits.BinTableHDU.from_columns(cols, name="RPMEDIAN"))
-    path = out / "crmasks.fits"
-    write_fits_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
-    written.append(path)
-    for name in COMBINATIONS:
+    def write_masks():
+        path = out / "crmasks.fits"
+        write_fits_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
+        return [path]
+
+    def write_combination(name):
         d, v, m = result.combination(name)
         ph = fits.PrimaryHDU(np.asarray(d, np.float32))
         ph.header["BUNIT"] = ("ADU", "bias subtracted")
@@ -265,10 +267,22 @@ def write_products(result, cfg, output_dir, *, plots=True, overwrite=True):
                            fits.ImageHDU(np.asarray(m, np.int16), name="MAP")])
         path = out / f"combined_{name}.fits"
         write_fits_atomic(hl, path, overwrite=overwrite)
-        written.append(path)
-    written += cp.write_feature_tables(result, out, overwrite=overwrite)
-    if plots:
-        written += cp.write_plots(result, out, overwrite=overwrite)
+        return [path]
+
+    # The plots (matplotlib, mostly holding the GIL) beside the files
+    # (numpy arithmetic, byte swaps, writes and fsyncs, mostly not): on two
+    # threads the plots cost little wall time. Each job writes its own files.
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        plot_job = pool.submit(cp.write_plots, result, out, overwrite=overwrite) if plots \
+            else None
+        jobs = [pool.submit(write_masks)]
+        jobs += [pool.submit(write_combination, name) for name in COMBINATIONS]
+        jobs.append(pool.submit(cp.write_feature_tables, result, out, overwrite=overwrite))
+        for j in jobs:
+            written += j.result()
+        if plot_job is not None:
+            written += plot_job.result()
     return written
 
 
