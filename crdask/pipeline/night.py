@@ -364,6 +364,7 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
     live = LivePreviews(out, IntermediateStore(out / "intermediate.zarr")
                         if wf.execution.intermediates else None)
     stack = contextlib.ExitStack()
+    warm = []
     try:
         if performance_report is not None:
             import importlib.util
@@ -384,7 +385,6 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         if starting:
             client = client.result()
             scheduler = _scheduler_info(client, local, threads, log)
-        del warm
         live.masters(master_paths)
         for line in missing_flat_warnings(wf, plan["labels"], master_paths,
                                           [i for i in catalog.science_like() if not i.error]):
@@ -433,6 +433,13 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         stack.close()         # the performance report is written here
     finally:
         if handle is not None:
+            # a warm-up still running when the night stops early (say, the
+            # disk is full) would have its worker log a traceback as the
+            # cluster closes under it: let it end first
+            if warm:
+                from distributed import wait
+                with contextlib.suppress(Exception):
+                    wait(warm, timeout=30)
             handle.close()
     record = {
         "crdask_version": __version__,
