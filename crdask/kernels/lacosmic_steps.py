@@ -134,16 +134,6 @@ def grow_candidates(cand, sp, bad, thresh):
 
 
 @njit(cache=True, nogil=True)
-def or_into(acc, new):
-    """``acc |= new`` in place."""
-    ny, nx = acc.shape
-    for j in range(ny):
-        for i in range(nx):
-            acc[j, i] = acc[j, i] | new[j, i]  # no branch: vectorises
-    return acc
-
-
-@njit(cache=True, nogil=True)
 def dirty_boxes(ys, xs, ny, nx, reach, cell):
     """Boxes covering the pixels within ``reach`` of changed pixels, one per
     group of changed pixels whose reaches touch.
