@@ -162,13 +162,23 @@ def local_cluster_size(ntasks, workers=None, threads_per_worker=None, cores=None
     return n, threads_per_worker
 
 
-def _wait_for_workers(client, where, timeout, log):
-    if client.scheduler_info().get("workers"):
+def _wait_for_workers(client, where, timeout, log, n=1):
+    """Wait until ``n`` workers have joined. When only some joined within
+    ``timeout`` (seconds) the run goes on with those, saying so: a batch job
+    whose last worker task is slow to start should not lose the night."""
+    have = len(client.scheduler_info().get("workers", {}))
+    if have >= n:
         return
-    log(f"crdask: {where} has no workers yet; waiting up to {timeout:g} s")
+    log(f"crdask: {where} has " + (f"{have} of {n} workers" if have else "no workers yet")
+        + f"; waiting up to {timeout:g} s")
     try:
-        client.wait_for_workers(1, timeout=timeout)
+        client.wait_for_workers(n, timeout=timeout)
     except Exception:
+        have = len(client.scheduler_info().get("workers", {}))
+        if have:
+            log(f"crdask: {where}: only {have} of {n} worker(s) joined within "
+                f"{timeout:g} s; going on with them")
+            return
         client.close()
         raise ClusterError(f"{where}: no worker joined within {timeout:g} s "
                            "(start workers with: dask worker ADDRESS)") from None
@@ -328,7 +338,9 @@ def _connect_runner(kind, *, scheduler_file, threads, memory_limit, worker_wait,
                            f"{(str(e).splitlines() or [''])[0]}") from None
     client = Client(runner)
     where = f"{kind} (scheduler {client.scheduler.address}, on {socket.gethostname()})"
-    _wait_for_workers(client, where, worker_wait, log)
+    # every worker rank of the job, so the night is spread over all of them
+    # from its first task (and the report names the job's real size)
+    _wait_for_workers(client, where, worker_wait, log, n=max(1, int(runner.n_workers)))
     return Cluster(client=client, kind=kind, threads=threads, resources=None,
                    _owned=[runner], description=f"{where}: {len(client.nthreads())} "
                                                 f"worker(s)")
