@@ -22,12 +22,12 @@ filled with 0 internally, never flagged, and returned unchanged.
 
 import os
 
-import dask
 import dask.array as da
 import numpy as np
 
 from . import lacosmic_core as core
-from .lacosmic_graph import lacosmic_graph, lacosmic_whole
+from .lacosmic_graph import lacosmic_graph
+from .lacosmic_strips import lacosmic_strips
 from .psf import PSF_MODELS, psf_kernel
 from .params import Param, ParamError, ParamSet
 from .registry import CRResult, Method, register
@@ -125,30 +125,18 @@ def lacosmic(data, inmask=None, inbkg=None, invar=None, sigclip=4.5,
     if lazy:
         return lacosmic_dask(data, inmask, inbkg, invar, params, padwidth=padwidth)
 
-    # numpy: the same graph on row strips, one per thread (strips keep the
-    # halo overhead to 2 * depth rows per strip); identical to a single block.
+    # numpy: row strips, one per thread (strips keep the halo overhead to
+    # 2 * depth rows per strip), run directly (lacosmic_strips); identical
+    # to a single block.
     threads = num_threads or os.cpu_count() or 1
     depth = core.overlap_depth(params)
     nstrips = max(1, min(max(threads, -(-data.size // core.STRIP_PIXELS)),
                          data.shape[0] // (4 * depth + 1)))  # strips: memory bounded
-    if nstrips == 1:   # one block: the block functions directly, no graph
-        arrays = [_pad(a, padwidth) for a in (data, inmask, inbkg, invar)]
-        crmask, clean = lacosmic_whole(*arrays, params)
-        if padwidth:
-            crop = (slice(padwidth, -padwidth), slice(padwidth, -padwidth))
-            crmask, clean = crmask[crop], clean[crop]
-        if verbose:
-            print(f"{int(crmask.sum())} cosmic-ray pixels found")
-        return np.ascontiguousarray(crmask), np.ascontiguousarray(clean)
-    rows = -(-data.shape[0] // nstrips)
-    # name=False: no hashing of the pixels for a graph used once
-    arrays = [None if a is None else da.from_array(a, chunks=(rows, -1), name=False)
-              for a in (data, inmask, inbkg, invar)]
-    crmask, clean = lacosmic_dask(*arrays, params, padwidth=padwidth)
-    sched = {"scheduler": "sync"} if threads == 1 else {"scheduler": "threads",
-                                                          "num_workers": threads}
-    with dask.config.set(**sched):
-        crmask, clean = dask.compute(crmask, clean)
+    arrays = [_pad(a, padwidth) for a in (data, inmask, inbkg, invar)]
+    crmask, clean = lacosmic_strips(*arrays, params, nstrips, threads)
+    if padwidth:
+        crop = (slice(padwidth, -padwidth), slice(padwidth, -padwidth))
+        crmask, clean = crmask[crop], clean[crop]
     if verbose:
         print(f"{int(crmask.sum())} cosmic-ray pixels found")
     return np.ascontiguousarray(crmask), np.ascontiguousarray(clean)

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..kernels import lacosmic_steps as st
 from ..kernels.convolve import convolve
+from ..kernels.detect_windows import detect_sepmed_boxes
 from ..kernels.laplace import laplacian_rebin
 from ..kernels.median import medfilt
 from ..kernels.sepmedian import sepmedfilt, sepmedfilt_apply_inplace
@@ -136,21 +137,55 @@ def detect_update(clean, var, bkg_e, bad, p, found, ys, xs):
     """
     if ys.size == 0:
         return found, int(np.count_nonzero(found))
-    reach = stage_reaches(p)["found"][0]
-    ny, nx = clean.shape
-    boxes = st.dirty_boxes(ys, xs, ny, nx, reach, UPDATE_CELL)
-    wy0 = np.maximum(boxes[:, 0] - reach, 0)
-    wy1 = np.minimum(boxes[:, 1] + reach, ny)
-    wx0 = np.maximum(boxes[:, 2] - reach, 0)
-    wx1 = np.minimum(boxes[:, 3] + reach, nx)
-    if ((wy1 - wy0) * (wx1 - wx0)).sum() > UPDATE_MAX_FRACTION * clean.size:
+    boxes, windows = update_windows(p, clean.shape, ys, xs)
+    if boxes is None:
         return detect_once(clean, var, bkg_e, bad, p)
+    if p.sepmed and p.fsmode == "median":
+        # the defaults: the whole loop compiled (Python's per-box calls and
+        # copies cost more than the arithmetic on a crowded frame's ~1000 boxes)
+        nobkg = np.zeros((0, 0), np.float32)
+        n = detect_sepmed_boxes(clean, var, nobkg if bkg_e is None else bkg_e, bad, found,
+                                boxes, windows, p.sigclip, p.objlim, p.sigcliplow)
+        return found, int(n)
     for k in range(boxes.shape[0]):
         y0, y1, x0, x1 = boxes[k]
-        win = (slice(wy0[k], wy1[k]), slice(wx0[k], wx1[k]))
+        wy0, wy1, wx0, wx1 = windows[k]
+        win = (slice(wy0, wy1), slice(wx0, wx1))
         part, _ = detect_once(np.ascontiguousarray(clean[win]),
                               np.ascontiguousarray(var[win]),
                               None if bkg_e is None else np.ascontiguousarray(bkg_e[win]),
                               np.ascontiguousarray(bad[win]), p)
-        found[y0:y1, x0:x1] = part[y0 - wy0[k]:y1 - wy0[k], x0 - wx0[k]:x1 - wx0[k]]
+        found[y0:y1, x0:x1] = part[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
     return found, int(np.count_nonzero(found))
+
+
+def update_windows(p, shape, ys, xs):
+    """The boxes :func:`detect_update` recomputes and their windows.
+
+    Parameters
+    ----------
+    p : parameters.  shape : ``(ny, nx)`` of the frame.
+    ys, xs : int (n,), the changed pixels (n >= 1).
+
+    Returns
+    -------
+    ``(boxes, windows)``: int64 (m, 4) rows ``(y0, y1, x0, x1)``, half-open;
+    or ``(None, None)`` when the windows would cover more than
+    ``UPDATE_MAX_FRACTION`` of the frame (one whole detection is cheaper).
+
+    Example
+    -------
+    >>> boxes, wins = update_windows(p, (64, 64), np.array([9]), np.array([9]))  # doctest: +SKIP
+    """
+    reach = stage_reaches(p)["found"][0]
+    ny, nx = shape
+    boxes = st.dirty_boxes(ys, xs, ny, nx, reach, UPDATE_CELL)
+    windows = np.empty_like(boxes)
+    windows[:, 0] = np.maximum(boxes[:, 0] - reach, 0)
+    windows[:, 1] = np.minimum(boxes[:, 1] + reach, ny)
+    windows[:, 2] = np.maximum(boxes[:, 2] - reach, 0)
+    windows[:, 3] = np.minimum(boxes[:, 3] + reach, nx)
+    area = ((windows[:, 1] - windows[:, 0]) * (windows[:, 3] - windows[:, 2])).sum()
+    if area > UPDATE_MAX_FRACTION * ny * nx:
+        return None, None
+    return boxes, windows

@@ -112,7 +112,7 @@ def _hist_block(data, inbkg, invar, bad, *picked, p, block_info=None):
     return np.stack(h)[None, None]
 
 
-def _pick_high(high):
+def pick_high(high):
     """(2, 3) int64 rows (top bin, rank within it, number of good pixels)."""
     out = np.zeros((2, 3), np.int64)
     for k, row in enumerate(high):
@@ -122,7 +122,7 @@ def _pick_high(high):
     return out
 
 
-def _finish_levels(picked, low):
+def finish_levels(picked, low):
     """(1, 2) float32: background level (e-) and variance level (e-^2)."""
     vals = np.zeros((1, 2), np.float32)
     for k in range(2):
@@ -142,7 +142,7 @@ def _iteration_flags_block(data, inmask, inbkg, invar, bad, levels, p, depth,
     return np.array([[(bits >> i) & 1 for i in range(p.niter)]], dtype=np.int64)
 
 
-def _first_quiet_iteration(flags, niter):
+def first_quiet_iteration(flags, niter):
     """(1, 1) int64: iterations the whole frame runs (the first with no CRs)."""
     quiet = np.flatnonzero(np.asarray(flags).reshape(-1) == 0)
     return np.array([[quiet[0] if quiet.size else niter]], dtype=np.int64)
@@ -225,9 +225,9 @@ def _prepare(data, inmask, inbkg, invar, p):
 def _levels_graph(data, inbkg, invar, bad, p, picked=None):
     if picked is None:
         high = _histograms((data, inbkg, invar, bad), (), p)
-        picked = high.map_blocks(_pick_high, dtype=np.int64, chunks=((2,), (3,)))
+        picked = high.map_blocks(pick_high, dtype=np.int64, chunks=((2,), (3,)))
     low = _histograms((data, inbkg, invar, bad), (picked,), p)
-    return da.map_blocks(_finish_levels, picked, low, dtype=np.float32,
+    return da.map_blocks(finish_levels, picked, low, dtype=np.float32,
                          chunks=((1,), (2,)))
 
 
@@ -239,7 +239,7 @@ def _n_iter_graph(halo, levels, chunks, p, depth):
                          dtype=np.int64, p=p, depth=depth)
     flags = flags.max(axis=0, keepdims=True).rechunk(-1)
     flags = flags.reshape((1, -1, p.niter)).max(axis=1).rechunk(-1)
-    return flags.map_blocks(_first_quiet_iteration, p.niter, dtype=np.int64,
+    return flags.map_blocks(first_quiet_iteration, p.niter, dtype=np.int64,
                             chunks=((1,), (1,)))
 
 
@@ -300,15 +300,15 @@ def lacosmic_whole(data, inmask, inbkg, invar, p):
     depth = core.overlap_depth(p)
     bad = _bad_block(data, inmask, inbkg, invar, p, core.step_radii(p)["mask"],
                      block_info=info)
-    picked = _pick_high(_hist_block(data, inbkg, invar, bad, p=p)[0, 0])
+    picked = pick_high(_hist_block(data, inbkg, invar, bad, p=p)[0, 0])
     low = _hist_block(data, inbkg, invar, bad, picked, p=p)[0, 0]
-    levels = _finish_levels(picked, low)
+    levels = finish_levels(picked, low)
     if p.cleantype in core.IDEMPOTENT_CLEANTYPES or p.niter == 0:
         n_iter = np.array([[p.niter]], np.int64)
     else:
         flags = _iteration_flags_block(data, inmask, inbkg, invar, bad, levels, p, depth,
                                        block_info=info)
-        n_iter = _first_quiet_iteration(flags, p.niter)
+        n_iter = first_quiet_iteration(flags, p.niter)
     out = _main_block(data, inmask, inbkg, invar, bad, levels, n_iter, p, depth,
                       p.cleantype in core.IDEMPOTENT_CLEANTYPES, block_info=info)
     return out[1] != 0, out[0]
@@ -339,7 +339,7 @@ def frame_values(data, inmask, inbkg, invar, p, **compute_kw):
     (data, inmask, inbkg, invar), bad, chunks, depth = _prepare(data, inmask, inbkg,
                                                                 invar, p)
     high, = dask.compute(_histograms((data, inbkg, invar, bad), (), p), **compute_kw)
-    picked = _pick_high(high)
+    picked = pick_high(high)
     levels, = dask.compute(_levels_graph(data, inbkg, invar, bad, p,
                                          picked=_small(picked, np.int64, (2, 3))),
                            **compute_kw)
