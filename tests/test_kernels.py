@@ -216,6 +216,17 @@ def test_flag_new_and_flagged_near_match_numpy(shape, seed, reach):
     np.testing.assert_array_equal(np.sort(got), np.flatnonzero(near))
 
 
+@given(values=hnp.arrays(np.float32, st.tuples(st.integers(1, 40), st.integers(1, 90)),
+                         elements=st.floats(-4, 4, width=32)),
+       level=st.sampled_from([-np.inf, -1.0, 0.0, 0.5, 3.9, np.inf]))
+def test_pixels_at_least_matches_nonzero(values, level):
+    level = np.float32(level)
+    ys, xs = lacosmic_steps.pixels_at_least(values, level)
+    want = np.nonzero(values >= level)
+    np.testing.assert_array_equal(ys, want[0])
+    np.testing.assert_array_equal(xs, want[1])
+
+
 @given(values=hnp.arrays(np.float32, st.tuples(st.integers(1, 40), st.integers(1, 40)),
                          elements=st.floats(width=32, allow_nan=False, allow_infinity=False)),
        seed=st.integers(0, 100), q=st.floats(0, 1))

@@ -22,6 +22,7 @@ from ..kernels.clean import (
     flag_new,
     flagged_near,
 )
+from ..kernels.lacosmic_steps import pixels_at_least
 from ..kernels.median import medfilt_at
 from ..kernels.sepmedian import sepmedfilt_at
 from ..kernels.morphology import dilate3, dilate5_points
@@ -120,7 +121,7 @@ def bad_pixel_mask(clean_e, inmask, p):
     Saturated pixels count as a star when the local median (sepmed 7 or
     full 5x5) exceeds a tenth of ``satlevel``.
     """
-    ys, xs = np.nonzero(clean_e >= p.satlevel)
+    ys, xs = pixels_at_least(clean_e, np.float32(p.satlevel))
     if ys.size:
         # The median and the dilation only matter at saturated pixels: both
         # are evaluated there alone (the same values as the whole-image

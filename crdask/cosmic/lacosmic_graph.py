@@ -21,6 +21,7 @@ import dask.array as da
 import numpy as np
 from dask.array.overlap import ensure_minimum_chunksize
 
+from ..kernels.lacosmic_steps import electrons_plain
 from ..kernels.select import histogram_high, histogram_low, key_to_float, locate_rank
 from . import lacosmic_core as core
 
@@ -74,6 +75,11 @@ def electrons(data, inbkg, invar, p):
     variance e-^2, electrons before background subtraction, non-finite input
     pixels or None). Non-finite pixels are set to 0 so that they cannot
     poison the medians; they are masked as bad pixels."""
+    if plain_input(data, inbkg, invar):
+        clean = np.empty(data.shape, np.float32)
+        var = np.empty(data.shape, np.float32)
+        if electrons_plain(data, p.gain, readnoise_var(p), clean, var):
+            return clean, None, var, clean, None
     bad_input = ~np.isfinite(data)
     if inbkg is not None:
         bad_input |= ~np.isfinite(inbkg)
@@ -89,6 +95,18 @@ def electrons(data, inbkg, invar, p):
     var = core.initial_variance(raw, bkg, invar, p)
     clean = raw if bkg is None else raw - bkg
     return clean, bkg, var, raw, (bad_input if any_bad else None)
+
+
+def plain_input(data, inbkg, invar):
+    """Whether :func:`electrons` may take the one-pass kernel
+    (``kernels.lacosmic_steps.electrons_plain``): a float32/float64 frame
+    without background or variance."""
+    return inbkg is None and invar is None and data.dtype in (np.float32, np.float64)
+
+
+def readnoise_var(p):
+    """``readnoise**2`` (e-^2) as float32, as :func:`initial_variance` adds it."""
+    return np.float32(p.readnoise * p.readnoise)
 
 
 def _bad_block(data, inmask, inbkg, invar, p, depth, block_info=None):

@@ -27,7 +27,9 @@ import numpy as np
 
 from ..kernels.select import histogram_high, histogram_low
 from . import lacosmic_core as core
-from .lacosmic_graph import electrons, finish_levels, first_quiet_iteration, pick_high
+from ..kernels.lacosmic_steps import electrons_plain
+from .lacosmic_graph import (electrons, finish_levels, first_quiet_iteration, pick_high,
+                             plain_input, readnoise_var)
 
 
 class _Frame:
@@ -67,6 +69,10 @@ class _Frame:
 def _electrons(fr, k):
     a, b = fr.bounds[k]
     s = slice(a, b)
+    p = fr.p
+    if plain_input(fr.data, fr.inbkg, fr.invar) and electrons_plain(
+            fr.data[s], p.gain, readnoise_var(p), fr.clean[s], fr.var[s]):
+        return  # straight into the frame's arrays: no copies
     clean, bkg, var, raw, bad_input = electrons(
         fr.data[s], None if fr.inbkg is None else fr.inbkg[s],
         None if fr.invar is None else fr.invar[s], fr.p)

@@ -153,16 +153,28 @@ def flag_new(crmask, found):
     that were not flagged before (int64, ascending)."""
     flat = crmask.reshape(-1)
     ff = found.reshape(-1)
+    size = flat.shape[0]
     n = 0
-    for q in range(flat.shape[0]):
+    for q in range(size):
         n += np.int64(ff[q] & (not flat[q]))
     out = np.empty(n, dtype=np.int64)
+    if n == 0:
+        return out
     n = 0
-    for q in range(flat.shape[0]):
-        if ff[q] and not flat[q]:
-            out[n] = q
-            n += 1
-            flat[q] = True
+    # runs of 64 pixels with nothing new (nearly all of them) are skipped
+    # after a branch-free test that vectorises; the others are listed
+    for q0 in range(0, size, 64):
+        q1 = min(q0 + 64, size)
+        any_new = False
+        for q in range(q0, q1):
+            any_new |= ff[q] & (not flat[q])
+        if not any_new:
+            continue
+        for q in range(q0, q1):
+            if ff[q] and not flat[q]:
+                out[n] = q
+                n += 1
+                flat[q] = True
     return out
 
 

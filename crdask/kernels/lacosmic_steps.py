@@ -134,6 +134,76 @@ def grow_candidates(cand, sp, bad, thresh):
 
 
 @njit(cache=True, nogil=True)
+def electrons_plain(data, gain, rn2, clean, var):
+    """Electrons and their variance of a frame without background or given
+    variance, in one pass: ``clean = float32(data * gain)``, ``var = clean +
+    rn2`` (float32), written into ``clean`` and ``var``.
+
+    The same operations as numpy's ``data * gain`` for float32 or float64
+    ``data`` (the product in the input's precision, then rounded), so the
+    same bits. Returns False, leaving the outputs incomplete, as soon as a
+    pixel of ``data`` is not finite (the caller then masks them).
+
+    Example
+    -------
+    >>> c = np.empty((1, 2), np.float32); v = np.empty_like(c)
+    >>> electrons_plain(np.array([[1.0, 2.0]], np.float32), np.float32(2), np.float32(25), c, v)
+    True
+    """
+    ny, nx = data.shape
+    for j in range(ny):
+        row = data[j]
+        ok = True
+        for i in range(nx):
+            ok &= np.isfinite(row[i])
+        if not ok:
+            return False
+        c = clean[j]
+        v = var[j]
+        for i in range(nx):
+            e = np.float32(row[i] * gain)
+            c[i] = e
+            v[i] = e + rn2
+    return True
+
+
+@njit(cache=True, nogil=True)
+def pixels_at_least(img, level):
+    """``np.nonzero(img >= level)`` (rows, columns; int64, row-major order),
+    in two passes without a full-size temporary mask.
+
+    Example
+    -------
+    >>> pixels_at_least(np.array([[1, 5], [7, 2]], np.float32), np.float32(5))
+    (array([0, 1]), array([1, 0]))
+    """
+    ny, nx = img.shape
+    n = 0
+    for j in range(ny):
+        row = img[j]
+        for i in range(nx):
+            n += np.int64(row[i] >= level)
+    ys = np.empty(n, dtype=np.int64)
+    xs = np.empty(n, dtype=np.int64)
+    if n == 0:
+        return ys, xs
+    n = 0
+    for j in range(ny):
+        row = img[j]
+        c = np.int64(0)
+        for i in range(nx):
+            c += np.int64(row[i] >= level)
+        if c == 0:
+            continue
+        for i in range(nx):
+            if row[i] >= level:
+                ys[n] = j
+                xs[n] = i
+                n += 1
+    return ys, xs
+
+
+@njit(cache=True, nogil=True)
 def dirty_boxes(ys, xs, ny, nx, reach, cell):
     """Boxes covering the pixels within ``reach`` of changed pixels, one per
     group of changed pixels whose reaches touch.
