@@ -116,7 +116,10 @@ def _main(fr, k, levels, n_iter, crmask, out):
     a, b = fr.bounds[k]
     p = fr.p
     rows, inner = fr.window(a, b, core.overlap_depth(p))
-    clean, var, bkg, bad = _halo_copies(fr, rows)
+    if len(fr.bounds) == 1:  # the last reader of the frame's arrays: no copies
+        clean, var, bkg, bad = fr.clean, fr.var, fr.bkg, fr.bad
+    else:
+        clean, var, bkg, bad = _halo_copies(fr, rows)
     cr, _ = core.iterate(clean, var, bkg, bad, p, levels[0, 0], levels[0, 1], n_iter,
                          stop_when_clean=p.cleantype in core.IDEMPOTENT_CLEANTYPES)
     res = clean[inner]
