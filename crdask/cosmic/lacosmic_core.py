@@ -58,7 +58,8 @@ class LACosmicParams:
 
 
 #: Largest row strip (pixels) of a numpy frame in the threaded path: a strip
-#: in flight holds about ten float32 copies of itself, so larger frames are
+#: in flight holds about ten float32 copies of itself (besides the frame's
+#: electrons, variance and bad-pixel mask, held once), so larger frames are
 #: cut into more strips than threads (2048 x 2048 frames keep one strip per
 #: thread; 4096 x 4096 ones get four, ~150 MB each in flight instead of ~300).
 STRIP_PIXELS = 2048 * 2048 + 1
