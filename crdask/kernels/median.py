@@ -18,6 +18,8 @@ reason).
 import numpy as np
 from numba import njit
 
+from . import median_nets
+
 # ---------------------------------------------------------------------------
 # Small selection networks (medians of 3, 5, 7, 9 values), branch-free.
 # ---------------------------------------------------------------------------
@@ -209,6 +211,26 @@ def _medfilt3(data, out):
                         c[i - 1], c[i], c[i + 1])
 
 
+@njit(cache=True, nogil=True)
+def _medfilt5(data, out):
+    # Sorted 5-value columns of the band of row j, shared by the 5 windows
+    # that contain each column (see median_netgen).
+    ny, nx = data.shape
+    s = np.empty((5, nx), dtype=data.dtype)
+    for j in range(2, ny - 2):
+        median_nets.sort_columns5(data, s, j)
+        median_nets.window_median5(s, out[j], nx)
+
+
+@njit(cache=True, nogil=True)
+def _medfilt7(data, out):
+    ny, nx = data.shape
+    s = np.empty((7, nx), dtype=data.dtype)
+    for j in range(3, ny - 3):
+        median_nets.sort_columns7(data, s, j)
+        median_nets.window_median7(s, out[j], nx)
+
+
 _PAIRS = {}
 
 
@@ -242,6 +264,10 @@ def medfilt(data, size):
         return out
     if size == 3:
         _medfilt3(data, out)
+    elif size == 5:
+        _medfilt5(data, out)
+    elif size == 7:
+        _medfilt7(data, out)
     else:
         n = size * size
         _medfilt_rows(data, out, size, _pairs_for(size), (n - 1) // 2, h, ny - h)
