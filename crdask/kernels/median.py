@@ -213,8 +213,8 @@ def _medfilt3(data, out):
 
 @njit(cache=True, nogil=True)
 def _medfilt5(data, out):
-    # Sorted 5-value columns of the band of row j, shared by the 5 windows
-    # that contain each column (see median_netgen).
+    # The sorted 5-value columns of the band of row j, each shared by the 5
+    # windows that contain it, then the window networks (see median_netgen).
     ny, nx = data.shape
     s = np.empty((5, nx), dtype=data.dtype)
     for j in range(2, ny - 2):
@@ -224,11 +224,17 @@ def _medfilt5(data, out):
 
 @njit(cache=True, nogil=True)
 def _medfilt7(data, out):
+    # As _medfilt5, by blocks of up to STRIDE - 6 output columns.
     ny, nx = data.shape
-    s = np.empty((7, nx), dtype=data.dtype)
+    a = np.empty(7 * median_nets.STRIDE, dtype=data.dtype)
     for j in range(3, ny - 3):
-        median_nets.sort_columns7(data, s, j)
-        median_nets.window_median7(s, out[j], nx)
+        o = out[j]
+        i0 = 3
+        while i0 < nx - 3:
+            w = min(median_nets.STRIDE - 6, nx - 3 - i0)
+            median_nets.sort_columns7(data, j, i0 - 3, w + 6, a)
+            median_nets.window_median7(a, o, i0, w)
+            i0 += w
 
 
 _PAIRS = {}
