@@ -10,9 +10,22 @@ the input, unfiltered. The separable filters built on the same networks are
 in :mod:`crdask.kernels.sepmedian`.
 
 The small medians below are explicit min/max selection networks over
-registers so that LLVM vectorises the loops that call them; the full filters
-apply a pruned Batcher sorting network lane-wise to blocks of pixels (same
-reason).
+registers so that LLVM vectorises the loops that call them. The full 5x5 and
+7x7 filters (L.A.Cosmic with ``sepmed=False``) sort each column of the band
+of an output row once, shared by the windows that contain it, then apply a
+generated straight-line network to the window of sorted columns
+(:mod:`crdask.kernels.median_nets`, written by
+:mod:`crdask.kernels.median_netgen`, which proves each network exact); other
+sizes apply a pruned Batcher sorting network lane-wise to blocks of pixels.
+All of them select an input value of the window, so the result is the same
+as any exact median (a value equal to it: of zeros of both signs, which one is
+returned may differ).
+
+Example
+-------
+>>> img = np.arange(49, dtype=np.float32).reshape(7, 7)
+>>> float(medfilt(img, 5)[3, 3])
+24.0
 """
 
 import numpy as np
