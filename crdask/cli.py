@@ -310,6 +310,9 @@ def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
 @click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
               help="Threads per worker.")
 @click.option("--memory-limit", default=None, help="Memory limit per worker, e.g. 4GiB.")
+@click.option("--processes/--no-processes", default=None,
+              help="Local cluster: workers as processes (default) or as threads of this "
+                   "process (less start-up CPU; the kernels release the GIL).")
 @click.option("--cluster", default=None, type=click.Choice(CLUSTER_CHOICES),
               help="Cluster to start: local (default), or SLURM/PBS jobs (dask-jobqueue) or "
                    "Kubernetes pods (dask-kubernetes) from Dask's configuration; "
@@ -324,7 +327,7 @@ def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
               help="Write Dask's performance report of the run (where the time goes).")
 @click.pass_context
 def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worker,
-            memory_limit, cluster, restart, dry_run, performance_report):
+            memory_limit, processes, cluster, restart, dry_run, performance_report):
     """Reduce a night as WORKFLOW (YAML) says: masters, calibrated science
     frames, cosmic rays, report. Reruns finish only what is missing."""
     from .pipeline.config import WorkflowError, load_workflow
@@ -334,6 +337,7 @@ def run_cmd(ctx, workflow, scheduler, scheduler_file, workers, threads_per_worke
                                    ("workers", workers),
                                    ("threads_per_worker", threads_per_worker),
                                    ("memory_limit", memory_limit),
+                                   ("processes", processes),
                                    ("cluster", cluster)) if v is not None}
     try:
         wf = load_workflow(workflow)

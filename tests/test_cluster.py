@@ -32,8 +32,8 @@ import pytest
 from cluster_helpers import (ENV, assert_same_outputs, crdask_cli, crdask_popen,
                              ledger_entries, n_done, science_stems, show, simulate,
                              write_workflow)
-from crdask.pipeline.cluster import (ClusterError, connect, deployer_class, make_deployer,
-                                     security_from_config)
+from crdask.pipeline.cluster import (TASK_RESOURCE, ClusterError, connect, deployer_class,
+                                     make_deployer, security_from_config)
 
 DASK = shutil.which("dask")
 
@@ -318,6 +318,48 @@ def test_local_cluster_listens_on_localhost_only():
         assert all(a.startswith("tcp://127.0.0.1:") for a in info["workers"])
         assert cl.dashboard.startswith("http://127.0.0.1:")
         assert cl.client.submit(sum, [1, 2]).result() == 3
+
+
+def _listening(pid):
+    import psutil
+    return {c.laddr for c in psutil.Process(pid).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN}
+
+
+def test_threaded_local_cluster_listens_on_localhost_only():
+    """``processes=False``: one worker in this process with a task slot per
+    would-be process; every port it opens (scheduler, dashboard, the
+    worker's own servers) is on 127.0.0.1."""
+    before = _listening(os.getpid())
+    with connect(workers=2, threads_per_worker=1, processes=False, ntasks=4) as cl:
+        opened = _listening(os.getpid()) - before
+        info = cl.client.scheduler_info()
+        assert len(info["workers"]) == 1
+        (w,) = info["workers"].values()
+        assert w["nthreads"] == 2 and w["resources"] == {TASK_RESOURCE: 2}
+        assert cl.client.run(os.getpid) == {next(iter(info["workers"])): os.getpid()}
+        assert opened and {a.ip for a in opened} == {"127.0.0.1"}, opened
+        assert cl.dashboard.startswith("http://127.0.0.1:")
+
+
+@pytest.mark.slow
+def test_threaded_local_night_equals_worker_processes(night, tmp_path):
+    """``crdask run --no-processes``: the same outputs, bit for bit, as the
+    default worker processes; the report names the task slots."""
+    raw, _ = night
+    stems = science_stems(raw)
+    ref = write_workflow(tmp_path / "ref.yaml", raw, tmp_path / "ref")
+    done = crdask_cli("run", ref, "--workers", "2", cwd=tmp_path)
+    assert done.returncode == 0, show(done)
+    wf = write_workflow(tmp_path / "night.yaml", raw, tmp_path / "out")
+    done = crdask_cli("run", wf, "--workers", "2", "--no-processes", cwd=tmp_path)
+    assert done.returncode == 0, show(done)
+    assert_same_outputs(tmp_path / "out", tmp_path / "ref", stems)
+    rec = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rec["scheduler"]["workers"] == 1 and rec["scheduler"]["task_slots"] == 2
+    assert "2 frames at a time" in (tmp_path / "out" / "report.md").read_text()
+    rec = json.loads((tmp_path / "ref" / "report.json").read_text())
+    assert rec["scheduler"]["workers"] == 2 and rec["scheduler"]["task_slots"] == 2
 
 
 def test_tls_local_cluster_with_temporary_certificate():

@@ -300,7 +300,7 @@ BAD = [
      "steps.cosmics.overrides[0].match.airmass: unknown key; allowed: filter, object, exptime"),
     ("execution", {"execution": {"nworkers": 2}},
      "execution.nworkers: unknown key; allowed: chunk_rows, intermediates, scheduler, "
-     "scheduler_file, workers, threads_per_worker, memory_limit, cluster, adapt"),
+     "scheduler_file, workers, threads_per_worker, memory_limit, processes, cluster, adapt"),
     # bad enums
     ("method", {"steps": {"cosmics": {"method": "lacosmicx"}}},
      lambda: "steps.cosmics.method: 'lacosmicx' is not allowed; allowed: "
@@ -324,6 +324,8 @@ BAD = [
      "execution.chunk_rows: expected an integer, got text '512'; allowed: an integer >= 1"),
     ("enabled", {"steps": {"masters": {"enabled": "yes"}}},
      "steps.masters.enabled: expected true or false, got text 'yes'; allowed: true, false"),
+    ("processes", {"execution": {"processes": "threads"}},
+     "execution.processes: expected true or false, got text 'threads'; allowed: true, false"),
     ("gain", {"instrument": {"gain": "2.0"}},
      "instrument.gain: expected a number, got text '2.0'; allowed: null or a number > 0"),
     ("keyword-list", {"keywords": {"type": {"a": 1}}},

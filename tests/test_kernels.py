@@ -66,6 +66,29 @@ def test_medfilt_matches_scipy(size, data):
     np.testing.assert_array_equal(median.medfilt(data, size), ref_median_filter(data, size))
 
 
+@pytest.mark.parametrize("size", [5, 7])
+def test_medfilt_small_and_wide_shapes(size):
+    # Shapes around the border width (nothing or one row/column filtered)
+    # and wider than any internal block, with ties and with distinct values.
+    rng = np.random.default_rng(size)
+    h = size // 2
+    sides = [1, 2 * h, 2 * h + 1, 2 * h + 2, 2 * h + 3]
+    for ny, nx in [(a, b) for a in sides for b in sides] + [(9, 301), (301, 9), (40, 517)]:
+        for data in (rng.integers(-2, 3, (ny, nx)).astype(np.float32),
+                     rng.normal(size=(ny, nx)).astype(np.float32)):
+            np.testing.assert_array_equal(median.medfilt(data, size),
+                                          ref_median_filter(data, size))
+
+
+def test_median_nets_module_is_generated():
+    # median_nets.py is generated (numba cannot cache exec'd code): it must
+    # be what the generator writes, which also proves each network on every
+    # 0/1 input with sorted columns.
+    import inspect
+    from crdask.kernels import median_netgen, median_nets
+    assert inspect.getsource(median_nets) == median_netgen.module_source()
+
+
 def test_medfilt_rejects_even_size():
     with pytest.raises(ValueError, match="odd"):
         median.medfilt(np.zeros((5, 5), np.float32), 4)

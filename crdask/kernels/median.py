@@ -10,13 +10,28 @@ the input, unfiltered. The separable filters built on the same networks are
 in :mod:`crdask.kernels.sepmedian`.
 
 The small medians below are explicit min/max selection networks over
-registers so that LLVM vectorises the loops that call them; the full filters
-apply a pruned Batcher sorting network lane-wise to blocks of pixels (same
-reason).
+registers so that LLVM vectorises the loops that call them. The full 5x5 and
+7x7 filters (L.A.Cosmic with ``sepmed=False``) sort each column of the band
+of an output row once, shared by the windows that contain it, then apply a
+generated straight-line network to the window of sorted columns
+(:mod:`crdask.kernels.median_nets`, written by
+:mod:`crdask.kernels.median_netgen`, which proves each network exact); other
+sizes apply a pruned Batcher sorting network lane-wise to blocks of pixels.
+All of them select an input value of the window, so the result is the same
+as any exact median (a value equal to it: of zeros of both signs, which one is
+returned may differ).
+
+Example
+-------
+>>> img = np.arange(49, dtype=np.float32).reshape(7, 7)
+>>> float(medfilt(img, 5)[3, 3])
+24.0
 """
 
 import numpy as np
 from numba import njit
+
+from . import median_nets
 
 # ---------------------------------------------------------------------------
 # Small selection networks (medians of 3, 5, 7, 9 values), branch-free.
@@ -209,6 +224,32 @@ def _medfilt3(data, out):
                         c[i - 1], c[i], c[i + 1])
 
 
+@njit(cache=True, nogil=True)
+def _medfilt5(data, out):
+    # The sorted 5-value columns of the band of row j, each shared by the 5
+    # windows that contain it, then the window networks (see median_netgen).
+    ny, nx = data.shape
+    s = np.empty((5, nx), dtype=data.dtype)
+    for j in range(2, ny - 2):
+        median_nets.sort_columns5(data, s, j)
+        median_nets.window_median5(s, out[j], nx)
+
+
+@njit(cache=True, nogil=True)
+def _medfilt7(data, out):
+    # As _medfilt5, by blocks of up to STRIDE - 6 output columns.
+    ny, nx = data.shape
+    a = np.empty(7 * median_nets.STRIDE, dtype=data.dtype)
+    for j in range(3, ny - 3):
+        o = out[j]
+        i0 = 3
+        while i0 < nx - 3:
+            w = min(median_nets.STRIDE - 6, nx - 3 - i0)
+            median_nets.sort_columns7(data, j, i0 - 3, w + 6, a)
+            median_nets.window_median7(a, o, i0, w)
+            i0 += w
+
+
 _PAIRS = {}
 
 
@@ -242,6 +283,10 @@ def medfilt(data, size):
         return out
     if size == 3:
         _medfilt3(data, out)
+    elif size == 5:
+        _medfilt5(data, out)
+    elif size == 7:
+        _medfilt7(data, out)
     else:
         n = size * size
         _medfilt_rows(data, out, size, _pairs_for(size), (n - 1) // 2, h, ny - h)

@@ -349,7 +349,7 @@ def _connect_runner(kind, *, scheduler_file, threads, memory_limit, worker_wait,
 def connect(*, scheduler=None, scheduler_file=None, workers=None,
             threads_per_worker=None, memory_limit=None, ntasks=None, timeout=30.0,
             worker_wait=120.0, security=None, log=None, kind=None, adapt=None,
-            set_as_default=True):
+            set_as_default=True, processes=True):
     """Connect to a Dask cluster, or start a local one.
 
     Parameters
@@ -381,6 +381,13 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
         only the client rank returns.
     adapt : dict, optional
         ``{"minimum": m, "maximum": n}`` workers: an adaptive batch cluster.
+    processes : bool
+        A local cluster's workers as processes (True, the default: a worker
+        that dies is replaced and its tasks retried) or as threads of this
+        process (False: one worker with a task slot per would-be process,
+        so the same number of frames run at once; the process is started
+        and its numba cache loaded once instead of once per worker, which
+        on a 2-core machine is a third of a short night's CPU).
     set_as_default : bool
         Make a local cluster's client Dask's default scheduler (True). The
         archive starts its LocalCluster in a thread while the first nights'
@@ -455,10 +462,19 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
     kw = {"memory_limit": memory_limit} if memory_limit else {}
     if security is not None:
         kw.update(security=security, protocol="tls://")
+    # Each task holds one TASK_RESOURCE: a worker process runs one frame at a
+    # time (with ``threads`` threads inside it); a threaded worker gets the
+    # slots and threads of all ``n``.
+    size = (dict(n_workers=n, threads_per_worker=threads, resources={TASK_RESOURCE: 1})
+            if processes else
+            dict(n_workers=1, threads_per_worker=n * threads, resources={TASK_RESOURCE: n}))
+    if not processes and security is None:
+        # tcp on localhost, as with processes: Dask's in-process default
+        # (inproc://) would start the workers' own servers on every interface
+        kw["protocol"] = "tcp://"
     try:
-        cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
-                               host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                               resources={TASK_RESOURCE: 1}, **kw)
+        cluster = LocalCluster(processes=bool(processes), host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", **size, **kw)
     except Exception as e:
         raise ClusterError(f"cannot start a local Dask cluster: {type(e).__name__}: "
                            f"{e}".splitlines()[0]) from None
@@ -468,8 +484,11 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
         # Numba kernels run inside the tasks' own threads: no nested pools.
         os.environ.update(OMP_NUM_THREADS="1", NUMBA_NUM_THREADS=str(nthreads))
 
-    client.run(_single_threaded_libraries)
+    if processes:   # (threaded workers: this process's environment is the user's)
+        client.run(_single_threaded_libraries)
     return Cluster(client=client, kind="local", threads=threads,
                    resources={TASK_RESOURCE: 1}, _owned=[cluster],
                    description=f"local cluster: {n} worker process(es) x {threads} "
-                               "thread(s)")
+                               "thread(s)" if processes else
+                               f"local cluster: 1 threaded worker, {n} task slot(s) x "
+                               f"{threads} thread(s)")

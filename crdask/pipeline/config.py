@@ -77,7 +77,6 @@ from ..cosmic.params import ParamError
 from ..io.catalog import KeywordMap, list_fits_files
 from .schema import Checker, WorkflowError, join_path, read_yaml, show, type_name
 from .calibration import CalibSetup
-from .cluster import CLUSTER_CHOICES
 from .calib_config import (
     ARCS_DEFAULTS,
     COMBINE_DEFAULTS,
@@ -93,6 +92,7 @@ from .calib_config import (
     masters_section,
 )
 from .cosmics_config import COSMICS_DEFAULTS, Cosmics, cosmics_section
+from .execution_config import EXECUTION_DEFAULTS, Execution, execution_section
 from .qa import QA_DEFAULTS, qa_section
 
 __all__ = ["WorkflowError", "Workflow", "Inputs", "Cosmics", "Execution", "DEFAULTS",
@@ -124,17 +124,7 @@ DEFAULTS = {
         "qa": dict(QA_DEFAULTS),
         "arcs": dict(ARCS_DEFAULTS),
     },
-    "execution": {
-        "chunk_rows": CalibSetup().chunk_rows,            # 512
-        "intermediates": True,
-        "scheduler": None,
-        "scheduler_file": None,
-        "workers": None,
-        "threads_per_worker": None,
-        "memory_limit": None,
-        "cluster": None,        # null = local; slurm | pbs | kubernetes | slurm-runner
-        "adapt": None,          # {minimum, maximum} workers (batch kinds)
-    },
+    "execution": dict(EXECUTION_DEFAULTS),
 }
 
 #: ``config_hash`` sections: which parts of the workflow each output depends on.
@@ -166,68 +156,6 @@ def _plugins(ctx, raw):
     return names
 
 
-def _execution(ctx, raw):
-    path = "execution"
-    raw = ctx.mapping(raw, path, list(DEFAULTS["execution"]))
-    v = {**DEFAULTS["execution"], **raw}
-    j = lambda k: join_path(path, k)  # noqa: E731
-    if v["scheduler"] is not None and v["scheduler_file"] is not None:
-        raise ctx.error(j("scheduler_file"), "scheduler and scheduler_file are both given",
-                        "one of them, or neither (a local cluster)")
-    mem = v["memory_limit"]
-    allowed = "null, 'auto', a number of bytes or a size such as '4GiB'"
-    if mem is not None:
-        if isinstance(mem, str) and mem.strip().lower() == "auto":
-            mem = "auto"
-        elif isinstance(mem, str):
-            from dask.utils import parse_bytes
-            try:
-                if parse_bytes(mem) <= 0:
-                    raise ValueError
-            except (ValueError, TypeError):
-                raise ctx.error(j("memory_limit"), f"{show(mem)} is not a size",
-                                allowed) from None
-            mem = mem.strip()
-        else:
-            try:
-                mem = ctx.number(mem, j("memory_limit"), integer=True, minimum=1)
-            except WorkflowError:
-                raise ctx.error(j("memory_limit"), f"{show(mem)} is not a size",
-                                allowed) from None
-    # cluster kind and adaptive scaling (crdask.pipeline.cluster)
-    kinds = CLUSTER_CHOICES
-    if v["cluster"] is not None and v["cluster"] not in kinds:
-        raise ctx.error(j("cluster"), f"{show(v['cluster'])} is not a cluster kind",
-                        "null, " + ", ".join(kinds))
-    if v["cluster"] not in (None, "local", "slurm-runner") and (v["scheduler"]
-                                                              or v["scheduler_file"]):
-        raise ctx.error(j("cluster"), f"cluster {v['cluster']} starts its own scheduler "
-                        "but a scheduler is given too", "one of them")
-    adapt = v["adapt"]
-    if adapt is not None:
-        adapt = ctx.mapping(adapt, j("adapt"), ["minimum", "maximum"])
-        if "maximum" not in adapt:
-            raise ctx.error(join_path(j("adapt"), "maximum"), "missing", "a number of workers >= 1")
-        lo = ctx.number(adapt.get("minimum", 0), join_path(j("adapt"), "minimum"), integer=True,
-                        minimum=0)
-        hi = ctx.number(adapt["maximum"], join_path(j("adapt"), "maximum"), integer=True,
-                        minimum=max(1, lo))
-        adapt = {"minimum": lo, "maximum": hi}
-    return Execution(
-        cluster=v["cluster"], adapt=adapt,
-        chunk_rows=ctx.number(v["chunk_rows"], j("chunk_rows"), integer=True, minimum=1),
-        intermediates=ctx.flag(v["intermediates"], j("intermediates")),
-        scheduler=ctx.text(v["scheduler"], j("scheduler"), none_ok=True,
-                           allowed="a scheduler address such as 'tcp://host:8786'"),
-        scheduler_file=ctx.path(v["scheduler_file"], j("scheduler_file"), none_ok=True),
-        workers=ctx.number(v["workers"], j("workers"), integer=True, minimum=1,
-                           none_ok=True),
-        threads_per_worker=ctx.number(v["threads_per_worker"], j("threads_per_worker"),
-                                      integer=True, minimum=1, none_ok=True),
-        memory_limit=mem,
-    )
-
-
 # ---------------------------------------------------------------------------
 # The validated workflow.
 # ---------------------------------------------------------------------------
@@ -240,21 +168,6 @@ class Inputs:
     directory: Path | None
     files: tuple | None
     hdu: object = None
-
-
-@dataclass(frozen=True)
-class Execution:
-    """``execution``: how the work is run (never what it produces)."""
-
-    chunk_rows: int = 512
-    intermediates: bool = True
-    scheduler: str | None = None
-    scheduler_file: Path | None = None
-    workers: int | None = None
-    threads_per_worker: int | None = None
-    memory_limit: object = None
-    cluster: str | None = None   # local | slurm | pbs | kubernetes | slurm-runner
-    adapt: dict | None = None    # {"minimum": m, "maximum": n} workers
 
 
 @dataclass(frozen=True)
@@ -360,18 +273,7 @@ class Workflow:
                 "qa": dict(self.qa),
                 "arcs": dict(self.arcs),
             },
-            "execution": {
-                "chunk_rows": ex.chunk_rows,
-                "intermediates": ex.intermediates,
-                "scheduler": ex.scheduler,
-                "scheduler_file": None if ex.scheduler_file is None
-                else str(ex.scheduler_file),
-                "workers": ex.workers,
-                "threads_per_worker": ex.threads_per_worker,
-                "memory_limit": ex.memory_limit,
-                "cluster": ex.cluster,
-                "adapt": None if ex.adapt is None else dict(ex.adapt),
-            },
+            "execution": ex.to_dict(),
         }
 
 
@@ -428,7 +330,7 @@ def load_workflow(path_or_mapping, *, base_dir=None) -> Workflow:
     if not (masters["enabled"] or calibrate["enabled"] or cosmics.enabled):
         raise ctx.error("steps", "every step is disabled: nothing to do",
                         "at least one of masters, calibrate, cosmics enabled")
-    execution = _execution(ctx, raw.get("execution"))
+    execution = execution_section(ctx, raw.get("execution"))
     return Workflow(source=source, base_dir=base, version=1,
                     inputs=Inputs(directory=inputs["directory"],
                                   files=None if inputs["files"] is None

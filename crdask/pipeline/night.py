@@ -44,7 +44,7 @@ from ..io.checksums import closure_digest
 from ..io.intermediates import IntermediateStore
 from ..io.naming import check_stems
 from .calibration import check_frames
-from .cluster import ClusterError, connect
+from .cluster import TASK_RESOURCE, ClusterError, connect
 from .config import Workflow, config_hash, load_workflow
 from .arcs_step import arc_summaries, submit_arcs
 from .frame_task import calibrated_output, frame_stem, process_science_frame, warm_workers
@@ -352,7 +352,7 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
         handle = connect(scheduler=ex.scheduler, scheduler_file=ex.scheduler_file,
                          workers=ex.workers, threads_per_worker=ex.threads_per_worker,
                          memory_limit=ex.memory_limit, ntasks=max(1, len(todo)), log=log,
-                         kind=ex.cluster, adapt=ex.adapt)
+                         kind=ex.cluster, adapt=ex.adapt, processes=ex.processes)
         client, threads, resources = handle.client, handle.threads, handle.resources
     else:
         threads, resources = int(wf.execution.threads_per_worker or 1), None
@@ -462,9 +462,12 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
 
 def _scheduler_info(client, local, threads, log):
     log(f"crdask: dashboard {client.dashboard_link}")
-    return {"kind": "LocalCluster" if local else "external",
-            "workers": len(client.scheduler_info().get("workers", {})),
-            "threads_per_worker": threads, "dashboard": client.dashboard_link}
+    workers = client.scheduler_info().get("workers", {})
+    return {"kind": "LocalCluster" if local else "external", "workers": len(workers),
+            "threads_per_worker": threads, "dashboard": client.dashboard_link,
+            # frames at once: a threaded worker holds several task slots
+            "task_slots": sum(int(w.get("resources", {}).get(TASK_RESOURCE, 1))
+                              for w in workers.values())}
 
 
 def _remove_leftovers(out):

@@ -170,6 +170,9 @@ def _header(record):
             if n is not None:
                 parts.append(f"{_int(n)} {unit}{'' if n == 1 else 's'}"
                              + (" per worker" if unit == "thread" else ""))
+        slots = sch.get("task_slots")
+        if slots and slots != sch.get("workers"):   # a threaded worker: frames at once
+            parts.append(f"{_int(slots)} frames at a time")
         s = "- **scheduler**: " + ", ".join(parts)
         if sch.get("dashboard"):
             s += f"; dashboard {_one_line(sch['dashboard'])}"

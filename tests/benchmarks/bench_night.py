@@ -47,8 +47,12 @@ line. Every contestant gets the same warm-up, an untimed run on a tiny night
 page-cache and start-up treatment), and the same number of alternating rounds
 (``--repeats``, default 2).
 
+``--threads`` adds a fourth contestant, ``crdask-threads``: the same
+``run_night`` with ``execution.processes: false`` (the local cluster's
+workers as threads of the one process), in the same rotation.
+
     python tests/benchmarks/bench_night.py [--quick] [--size N] [--science N]
-        [--repeats N] [--baseline-repeats N] [--data-dir DIR] [--keep]
+        [--repeats N] [--baseline-repeats N] [--data-dir DIR] [--keep] [--threads]
 """
 
 import argparse
@@ -70,6 +74,9 @@ import _benchcommon as bc  # noqa: E402
 TARGET_SPEEDUP = 10.0      # issue: baseline/crdask >= 10
 TARGET_FLOOR = 5.0         # issue: crdask/floor <= 5
 CONTESTANTS = ("crdask", "baseline", "floor")
+#: ``--threads``: crdask once more with ``execution.processes: false`` (its
+#: local cluster's workers as threads of the one process).
+THREADED = "crdask-threads"
 
 
 # ---------------------------------------------------------------------------
@@ -187,11 +194,11 @@ def _cpu_seconds():
 # Contestants (run inside a child process).
 
 
-def run_crdask(raw, truth, out, intermediates=True, **_):
+def run_crdask(raw, truth, out, intermediates=True, processes=True, **_):
     """``run_night`` on the raw directory; returns timing details."""
     from crdask.pipeline.night import run_night
     wf = {"version": 1, "inputs": {"directory": raw}, "output": out, "truth": truth,
-          "execution": {"intermediates": bool(intermediates)}}
+          "execution": {"intermediates": bool(intermediates), "processes": bool(processes)}}
     marks = []
     t0 = time.perf_counter()
 
@@ -368,14 +375,15 @@ def run_floor(raw, truth, out, **_):
             "frames_read": len(names), "science": len(science)}
 
 
-RUNNERS = {"crdask": run_crdask, "baseline": run_baseline, "floor": run_floor}
+RUNNERS = {"crdask": run_crdask, "baseline": run_baseline, "floor": run_floor,
+           THREADED: lambda *a, **kw: run_crdask(*a, processes=False, **kw)}
 
 
 def child(kind, spec_path):
     with open(spec_path) as fh:
         spec = json.load(fh)
     # imports outside the timed region (a user's interpreter has them loaded once)
-    if kind == "crdask":
+    if kind.startswith("crdask"):
         import crdask.pipeline.night  # noqa: F401
         import distributed  # noqa: F401
     elif kind == "baseline":
@@ -494,7 +502,10 @@ def main(argv=None):
     ap.add_argument("--keep", action="store_true", help="keep the last outputs")
     ap.add_argument("--no-warm", action="store_true", help="skip the warm-up runs")
     ap.add_argument("--timeout", type=float, default=7200)
+    ap.add_argument("--threads", action="store_true",
+                    help=f"also run {THREADED}: crdask with execution.processes false")
     args = ap.parse_args(argv)
+    contestants = CONTESTANTS + ((THREADED,) if args.threads else ())
     size = args.size or (1024 if args.quick else 2048)
     n_sci = args.science or (8 if args.quick else 20)
     repeats = args.repeats or 2
@@ -519,14 +530,15 @@ def main(argv=None):
               f"{raw_mb:.0f} MB raw; "
               + ("reused" if reused else f"simulated in {sim_s:.1f} s"), flush=True)
         if not args.no_warm:
-            kinds_warm = [k for k in CONTESTANTS if k != "baseline" or base_repeats]
+            kinds_warm = [k for k in contestants if k != "baseline" or base_repeats]
             print(f"warm-up of every contestant (tiny night): "
                   f"{warm_up(tmp, kinds_warm):.1f} s", flush=True)
 
-        runs = {k: [] for k in CONTESTANTS}
+        runs = {k: [] for k in contestants}
         kept = {}
         for r in range(repeats):
-            order = list(CONTESTANTS[r % 3:] + CONTESTANTS[:r % 3])
+            n = len(contestants)
+            order = list(contestants[r % n:] + contestants[:r % n])
             if r >= base_repeats:
                 order.remove("baseline")
             for kind in order:
@@ -534,11 +546,11 @@ def main(argv=None):
                 res = run_child(kind, raw, truth, out, tmp, timeout=args.timeout)
                 runs[kind].append(res)
                 extra = ""
-                if kind == "crdask":
+                if kind.startswith("crdask"):
                     cs = res.get("cr_summary") or {}
                     extra = (f"  CR recall {cs.get('recall')} FP {cs.get('false_positives')}"
                              f"  ({res['frames_done']} frames, exit {res['exit_code']})")
-                print(f"  round {r + 1} {kind:8s} {res['seconds']:8.1f} s  "
+                print(f"  round {r + 1} {kind:14s} {res['seconds']:8.1f} s  "
                       f"cpu {res['cpu_seconds']:7.1f} s  peak {fmt_mb(res['peak_tree_mb'])} "
                       f"({res['processes']} proc)  load {res['load_before']:.1f}->"
                       f"{res['load_after']:.1f}{extra}", flush=True)
@@ -548,6 +560,8 @@ def main(argv=None):
                     shutil.rmtree(out, ignore_errors=True)
 
         quality = {"crdask": runs["crdask"][0].get("cr_summary")}
+        if runs.get(THREADED):
+            quality[THREADED] = runs[THREADED][0].get("cr_summary")
         if "baseline" in kept:
             quality["baseline"] = score_outputs(manifest, kept["baseline"])
         diff = None
@@ -592,16 +606,22 @@ def summarise(runs):
     if "floor" in out:
         out["crdask_over_floor"] = c / out["floor"]["seconds"]
         out["floor_target_met"] = out["crdask_over_floor"] <= TARGET_FLOOR
+    if THREADED in out:
+        t = out[THREADED]["seconds"]
+        if "baseline" in out:
+            out["baseline_over_threads"] = out["baseline"]["seconds"] / t
+        if "floor" in out:
+            out["threads_over_floor"] = t / out["floor"]["seconds"]
     return out
 
 
 def print_summary(s, runs, quality, diff, size, n_sci):
     print(f"\nsummary ({n_sci} science frames {size}x{size}; medians; peak = max summed RSS "
           f"of the process tree)")
-    for kind in CONTESTANTS:
+    for kind in CONTESTANTS + (THREADED,):
         if kind in s:
             k = s[kind]
-            print(f"  {kind:8s} {k['seconds']:8.1f} s  (runs {k['runs']})  cpu "
+            print(f"  {kind:14s} {k['seconds']:8.1f} s  (runs {k['runs']})  cpu "
                   f"{k['cpu_seconds']:.1f} s  peak {k['peak_tree_mb']:.0f} MB "
                   f"(largest process {k['peak_single_mb']:.0f} MB)")
     if "baseline_over_crdask" in s:
@@ -610,6 +630,10 @@ def print_summary(s, runs, quality, diff, size, n_sci):
     if "crdask_over_floor" in s:
         print(f"  crdask/floor    = {s['crdask_over_floor']:.2f}x  (target <= "
               f"{TARGET_FLOOR:g}x: {'ok' if s['floor_target_met'] else 'MISSED'})")
+    if "baseline_over_threads" in s:
+        print(f"  baseline/{THREADED} = {s['baseline_over_threads']:.2f}x")
+    if "threads_over_floor" in s:
+        print(f"  {THREADED}/floor = {s['threads_over_floor']:.2f}x")
     cr = runs["crdask"][0]
     ph = cr["phases"]
     fs = [x for x in cr["frame_seconds"] if x is not None]
