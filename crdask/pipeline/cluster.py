@@ -116,6 +116,15 @@ class Cluster:
 
     def close(self):
         """Close the client and anything :func:`connect` started."""
+        import logging
+
+        # A worker process of our own cluster still exiting after the nanny's
+        # 4 s (just after a cold numba compile the interpreter's exit takes
+        # seconds on a busy machine) is killed: that is the intent, not news.
+        nanny = logging.getLogger("distributed.nanny")
+        level = nanny.level
+        if self.kind == "local":
+            nanny.setLevel(logging.ERROR)
         try:
             self.client.close()
         finally:
@@ -125,6 +134,7 @@ class Cluster:
                 except Exception:  # pragma: no cover - closing is best effort
                     pass
             self._owned.clear()
+            nanny.setLevel(level)
 
     def __enter__(self):
         return self
