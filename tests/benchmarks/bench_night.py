@@ -219,13 +219,13 @@ def run_crdask(raw, truth, out, intermediates=True, processes=True, **_):
         "startup_catalogue_cluster": t_cluster,
         "masters": (t_masters - t_cluster) if t_masters is not None and t_cluster else None,
         "science_frames": (frame_marks[-1] - t_masters) if frame_marks and t_masters else None,
-        "score_report_close": (seconds - frame_marks[-1]) if frame_marks else None,
+        "report_close": (seconds - frame_marks[-1]) if frame_marks else None,
     }
     return {"seconds": seconds, "record_seconds": rec["seconds"], "exit_code": res.exit_code,
             "phases": phases, "scheduler": rec["scheduler"],
             "frames_done": sum(f["status"] == "done" for f in sci),
             "frame_seconds": [f.get("seconds") for f in sci],
-            "cr_summary": rec.get("cr_summary"), "failures": rec["failures"][:3],
+            "failures": rec["failures"][:3],
             "outputs": {f["file"]: f.get("output") for f in sci}}
 
 
@@ -438,7 +438,7 @@ def warm_up(workdir, kinds=CONTESTANTS):
 
 
 # ---------------------------------------------------------------------------
-# Scoring the baseline (untimed, in the parent).
+# Scoring every contestant from its written masks (untimed, in the parent).
 
 
 def score_outputs(manifest, out_dir, suffix="_cal.fits", bit=None):
