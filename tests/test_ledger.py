@@ -425,3 +425,25 @@ def test_cleanup_removes_sha_cache_leftovers(ledger, tmp_path):
     open(left[0], "w").close()
     ledger.reset()
     assert not os.path.exists(left[0])
+
+
+def test_recorded_outputs_are_not_hashed_again_as_inputs(ledger, tmp_path, monkeypatch):
+    # a master just written and recorded by finish() is an input of every
+    # science frame: its digest is reused by stat data, even while it is too
+    # fresh for the disk cache; once it changes it is hashed again
+    p = tmp_path / "master_bias.fits"
+    p.write_bytes(b"master v1")                                   # mtime = now
+    ledger.start("masters", None, None, "cfg")
+    ledger.finish("masters", outputs=[p])
+    calls = []
+    real = checksums.hash_file
+    monkeypatch.setattr(checksums, "hash_file", lambda q: calls.append(q) or real(q))
+    for _ in range(3):
+        assert ledger.closure(masters={"bias": p}) == \
+            {"master:bias": hashlib.sha256(b"master v1").hexdigest()}
+    assert calls == []
+    p.write_bytes(b"master v2, longer")
+    assert ledger.file_sha256(p) == hashlib.sha256(b"master v2, longer").hexdigest()
+    assert len(calls) == 1
+    assert Ledger(ledger.out_dir).file_sha256(p) == hashlib.sha256(
+        b"master v2, longer").hexdigest()                         # a new run: no memo

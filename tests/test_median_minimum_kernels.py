@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from crdask.cosmic.mm_stack import masked_mean_var
+from crdask.cosmic.mm_stack import base_statistics, masked_mean_var
 from crdask.kernels.mm_stack import (dilate8, hist2d_add, keep_touching, label8, sim_xy,
                                      stack_stats)
 
@@ -155,3 +155,22 @@ def test_masked_mean_var_matches_numpy_ma(sk, frac):
     ma = np.ma.array(s, mask=mask)
     np.testing.assert_array_equal(mean, np.ma.mean(ma, axis=0).data.astype(np.float32))
     np.testing.assert_array_equal(var, np.ma.var(ma, axis=0, ddof=1).data.astype(np.float32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(stacks(), st.booleans())
+def test_base_statistics_equal_numpy(sk, with_nan):
+    # numina's combinations use numpy's min, median, mean and var(ddof=1):
+    # the one-pass kernel gives the same float32 bits (one-pixel frames and
+    # stacks with a NaN take numpy's own path)
+    s, _ = sk
+    if with_nan:
+        s = s.copy()
+        s[0, 0, 0] = np.nan
+    got = base_statistics(s)
+    ref = {"minimum": np.min(s, axis=0), "median": np.median(s, axis=0),
+           "mean": np.mean(s, axis=0), "var": np.var(s, axis=0, ddof=1)}
+    for key, want in ref.items():
+        assert got[key].dtype == np.float32, key
+        np.testing.assert_array_equal(got[key].view(np.uint32), want.view(np.uint32),
+                                      err_msg=key)

@@ -80,7 +80,7 @@ from ..kernels.components import medfilt_rect
 from .params import Param, ParamError, ParamSet
 from .registry import CRResult, Method, register
 from .regions import check_median_size, check_region, check_regions, region_slices
-from .validation import as_image
+from .validation import as_image, is_ccddata
 
 __all__ = ["cr2images", "PARAMS", "validate", "cr2images_arrays", "useful_mask",
            "detect_group"]
@@ -171,8 +171,7 @@ def cr2images(data1, data2=None, single_mode=False, ioffx=0, ioffy=0, tsigma_pea
                       list_skipped_regions=list_skipped_regions,
                       image_region=image_region, median_size=median_size),
                  single=data2 is None)
-    from astropy.nddata import CCDData
-    if isinstance(data1, CCDData) or isinstance(data2, CCDData):
+    if is_ccddata(data1) or is_ccddata(data2):
         from .cr2images_ccd import cr2images_ccddata
         out = cr2images_ccddata(data1, data2, p, cr2images_arrays)
     else:

@@ -31,7 +31,7 @@ from .lacosmic_strips import lacosmic_strips
 from .psf import PSF_MODELS, psf_kernel
 from .params import Param, ParamError, ParamSet
 from .registry import CRResult, Method, register
-from .validation import as_image, check_same_shape
+from .validation import as_image, check_same_shape, is_ccddata
 
 __all__ = ["lacosmic", "detect_cosmics", "PARAMS", "make_params", "detect_frame"]
 
@@ -90,11 +90,7 @@ def lacosmic(data, inmask=None, inbkg=None, invar=None, sigclip=4.5,
     astroscrappy 1.3 implementation reads uninitialised memory; here it is
     the unmasked 5x5 median its documentation describes.
     """
-    try:
-        from astropy.nddata import CCDData
-    except ImportError:  # pragma: no cover - astropy is a core dependency
-        CCDData = ()
-    if isinstance(data, CCDData):
+    if is_ccddata(data):
         return _lacosmic_ccddata(data, inmask=inmask, inbkg=inbkg, invar=invar,
                                  sigclip=sigclip, sigfrac=sigfrac, objlim=objlim,
                                  gain=gain, readnoise=readnoise, satlevel=satlevel,

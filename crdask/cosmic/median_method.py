@@ -61,7 +61,7 @@ from ..kernels.box import box_max, box_median_at, sum_partials
 from ..kernels.median import medfilt
 from .params import Param, ParamSet
 from .registry import CRResult, Method, register
-from .validation import as_image, check_number, check_same_shape
+from .validation import as_image, check_number, check_same_shape, is_ccddata
 
 __all__ = ["cosmicray_median", "overlap_depth", "PARAMS", "detect_frame"]
 
@@ -95,12 +95,8 @@ def cosmicray_median(ccd, error_image=None, thresh=5, mbox=11, gbox=0, rbox=0):
     See the module docstring for the algorithm and for where this differs
     from ``ccdproc.cosmicray_median``.
     """
-    try:
-        from astropy.nddata import CCDData
-    except ImportError:  # pragma: no cover - astropy is a core dependency
-        CCDData = ()
     p = _check_params(thresh, mbox, gbox, rbox)
-    if isinstance(ccd, CCDData):
+    if is_ccddata(ccd):
         return _median_ccddata(ccd, error_image, p)
     if isinstance(ccd, np.ma.MaskedArray):
         bad = np.ma.getmaskarray(ccd)

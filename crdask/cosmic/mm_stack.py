@@ -19,7 +19,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from ..kernels.mm_stack import dilate8, masked_mean_var_kernel, stack_stats
+from ..kernels.mm_stack import base_stats_kernel, dilate8, masked_mean_var_kernel, stack_stats
 
 __all__ = ["stack_statistics", "diagram_flags", "dilate", "combine", "base_statistics",
            "masked_mean_var", "COMBINATIONS", "STAT_NAMES"]
@@ -81,9 +81,17 @@ def dilate(mask, iterations):
 def base_statistics(stack):
     """numpy's min, median, mean and variance (ddof=1) along axis 0 of a
     float32 stack, as numina's ``apply_crmasks`` computes them (computed
-    once and shared by the combinations)."""
-    return {"minimum": np.min(stack, axis=0), "median": np.median(stack, axis=0),
-            "mean": np.mean(stack, axis=0), "var": np.var(stack, axis=0, ddof=1)}
+    once and shared by the combinations): float32 ``(ny, nx)`` each, the
+    input's units (squared for ``var``). Finite float32 stacks go through one
+    Numba pass (:func:`crdask.kernels.mm_stack.base_stats_kernel`, equal to
+    numpy's), the others (NaN and infinity propagate as numpy says) through
+    numpy itself, as do one-pixel frames (which numpy sums pairwise)."""
+    if (stack.dtype != np.float32 or stack.shape[0] < 2 or stack[0].size < 2
+            or not np.isfinite(stack).all()):
+        return {"minimum": np.min(stack, axis=0), "median": np.median(stack, axis=0),
+                "mean": np.mean(stack, axis=0), "var": np.var(stack, axis=0, ddof=1)}
+    mn, med, mean, var = base_stats_kernel(np.ascontiguousarray(stack))
+    return {"minimum": mn, "median": med, "mean": mean, "var": var}
 
 
 def masked_mean_var(stack, mask):

@@ -58,8 +58,8 @@ from ..io.products import write_master
 from ..io.raw import open_lazy, read_header
 from ..io.sections import header_section, parse_section
 from .amplifier_frames import amplifier_frame
-from .master_frames import (FrameRejected, Master, bad_pixel_mask, master_flat, nanmedian,
-                            setup_bad_pixels)
+from .master_frames import (FrameRejected, Master, bad_pixel_mask, frame_map, master_flat,
+                            nanmedian, setup_bad_pixels)
 from .master_frames import central as _central
 from .master_frames import combine_frames as _combine
 from .master_frames import where as _where
@@ -294,15 +294,21 @@ def _prepare_all(infos, setup, rejected, exptimes=True):
 
 
 def _drop_empty(preps, rejected, kind, floor=None):
-    """Set aside all-NaN frames (and flats with median <= floor), from one
-    look at each frame's central region; returns frames and their medians."""
+    """Set aside all-NaN frames (and, with a ``floor``, frames whose median
+    is <= floor: flats), from one look at each frame's central region;
+    returns the frames kept. Frames in memory are looked at on this
+    process's threads (numpy releases the GIL), lazy ones by Dask."""
     if not preps:
-        return [], []
-    stats = dask.compute(*[
-        (np.isfinite(p.data[_central(p.data.shape)]).sum(),
-         nanmedian(p.data[_central(p.data.shape)]))
-        for p in preps])
-    kept, medians = [], []
+        return []
+
+    def look(p):
+        c = p.data[_central(p.data.shape)]
+        return np.isfinite(c).sum(), (nanmedian(c) if floor is not None else None)
+    if any(isinstance(p.data, da.Array) for p in preps):
+        stats = dask.compute(*[look(p) for p in preps])
+    else:
+        stats = frame_map(look, preps)
+    kept = []
     for p, (nfin, med) in zip(preps, stats):
         if nfin == 0:
             rejected.append((p.path, f"{p.path}: no finite pixels in the frame's centre "
@@ -312,8 +318,7 @@ def _drop_empty(preps, rejected, kind, floor=None):
                                      f"positive"))
         else:
             kept.append(p)
-            medians.append(float(med))
-    return kept, medians
+    return kept
 
 
 #: Largest total size of one master's pre-processed input frames read into
@@ -351,7 +356,8 @@ def master_bias(preps, setup):
 
 def master_dark(preps, setup, bias):
     """Master dark current (e-/s) from bias-subtracted darks / EXPTIME."""
-    frames = [(p.data - bias.data) / np.float32(p.exptime) for p in preps]
+    # numpy in memory: the frames side by side (lazy: just the graph)
+    frames = frame_map(lambda p: (p.data - bias.data) / np.float32(p.exptime), preps)
     data, count = _combine(frames, setup, "dark")
     t = float(np.median([p.exptime for p in preps]))
     rn = float(np.median([p.readnoise for p in preps]))
@@ -384,12 +390,12 @@ def build_masters(catalog, setup, rejected):
     out = {"bias": None, "dark": None, "flat": {}, "bpm": None, "bpm_setup": {}}
     biases = _read_once(_prepare_all(check_frames(by_type.get("bias", []), "bias", setup,
                                                   rejected), setup, rejected, exptimes=False))
-    biases, _ = _drop_empty(biases, rejected, "bias")
+    biases = _drop_empty(biases, rejected, "bias")
     if biases:
         out["bias"] = master_bias(biases, setup)
     darks = _read_once(_prepare_all(check_frames(by_type.get("dark", []), "dark", setup,
                                                  rejected), setup, rejected))
-    darks, _ = _drop_empty(darks, rejected, "dark")
+    darks = _drop_empty(darks, rejected, "dark")
     if darks and out["bias"] is not None:
         out["dark"] = master_dark(darks, setup, out["bias"])
     del biases, darks   # their in-memory frames are combined: free them
@@ -400,7 +406,7 @@ def build_masters(catalog, setup, rejected):
     for name, infos in sorted(flats_by_setup.items(), key=lambda kv: str(kv[0])):
         infos = check_frames(infos, "flat", setup, rejected)
         preps = _read_once(_prepare_all(infos, setup, rejected))
-        preps, _ = _drop_empty(preps, rejected, "flat", floor=0.0)
+        preps = _drop_empty(preps, rejected, "flat", floor=0.0)
         if not preps:
             continue
         try:

@@ -102,7 +102,8 @@ import os
 
 from .._version import __version__
 from ..io.atomic import atomic_open, is_temp_name
-from ..io.checksums import closure_digest, describe_output, file_sha256, output_problems
+from ..io.checksums import (closure_digest, describe_output, file_sha256, output_problems,
+                             remember)
 
 __all__ = ["Ledger", "STAGES", "STATUSES", "KINDS", "VERIFY", "file_sha256",
            "closure_digest"]
@@ -197,6 +198,8 @@ class Ledger:
         self.out_dir = os.path.abspath(os.fspath(out_dir))
         self.path = os.path.join(self.out_dir, "ledger")
         self.readonly = bool(readonly)
+        # digests of this run's files by stat data (see io.checksums.file_sha256)
+        self._sha_memo = {}
 
     def __repr__(self):
         return f"Ledger({self.out_dir!r})"
@@ -327,6 +330,8 @@ class Ledger:
         if outputs is not None:
             entry["outputs"] = {os.path.abspath(os.fspath(p)): describe_output(p)
                                 for p in outputs}
+            for p, rec in entry["outputs"].items():
+                remember(self._sha_memo, p, rec)
         entry.update(stage=STAGES[-1], status="done", error=None)
         return self._put(self._touch(entry, info))
 
@@ -505,4 +510,4 @@ class Ledger:
     def file_sha256(self, path):
         """SHA-256 of ``path``, cached in ``ledger/sha256/`` (see module notes)."""
         return file_sha256(path, cache_dir=os.path.join(self.path, _SHA_DIR),
-                           write_cache=not self.readonly)
+                           write_cache=not self.readonly, memo=self._sha_memo)
