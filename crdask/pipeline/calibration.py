@@ -58,12 +58,13 @@ from ..io.products import write_master
 from ..io.raw import open_lazy, read_header
 from ..io.sections import header_section, parse_section
 from .amplifier_frames import amplifier_frame
-from .master_frames import (FrameRejected, Master, bad_pixel_mask, frame_map, master_flat,
-                            nanmedian, setup_bad_pixels)
+from .master_frames import (FrameRejected, Master, bad_pixel_mask, master_flat, nanmedian,
+                            setup_bad_pixels)
 from .master_frames import central as _central
 from .master_frames import combine_frames as _combine
 from .master_frames import where as _where
 from .spectro_masters import RESPONSE_DEFAULTS, night_labels
+from .threads import thread_map
 
 __all__ = ["CalibSetup", "FrameRejected", "electrons", "build_masters"]
 
@@ -307,7 +308,7 @@ def _drop_empty(preps, rejected, kind, floor=None):
     if any(isinstance(p.data, da.Array) for p in preps):
         stats = dask.compute(*[look(p) for p in preps])
     else:
-        stats = frame_map(look, preps)
+        stats = thread_map(look, preps)
     kept = []
     for p, (nfin, med) in zip(preps, stats):
         if nfin == 0:
@@ -357,7 +358,7 @@ def master_bias(preps, setup):
 def master_dark(preps, setup, bias):
     """Master dark current (e-/s) from bias-subtracted darks / EXPTIME."""
     # numpy in memory: the frames side by side (lazy: just the graph)
-    frames = frame_map(lambda p: (p.data - bias.data) / np.float32(p.exptime), preps)
+    frames = thread_map(lambda p: (p.data - bias.data) / np.float32(p.exptime), preps)
     data, count = _combine(frames, setup, "dark")
     t = float(np.median([p.exptime for p in preps]))
     rn = float(np.median([p.readnoise for p in preps]))

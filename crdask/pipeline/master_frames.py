@@ -19,10 +19,10 @@ import numpy as np
 from ..calib.combine import combine
 from ..io.sections import parse_section
 from .spectro_masters import dispersion_axis, frame_mode, response_flat
+from .threads import thread_map
 
 __all__ = ["FrameRejected", "Master", "where", "central", "flat_region", "combine_frames",
-           "master_flat", "bad_pixel_mask", "hot_pixels", "setup_bad_pixels", "nanmedian",
-           "frame_map"]
+           "master_flat", "bad_pixel_mask", "hot_pixels", "setup_bad_pixels", "nanmedian"]
 
 
 def nanmedian(a):
@@ -39,31 +39,6 @@ def nanmedian(a):
     if isinstance(a, da.Array):
         return da.nanmedian(a.rechunk(-1), axis=(0, 1))
     return np.nanmedian(a)
-
-
-def frame_map(fn, items):
-    """``[fn(x) for x in items]`` on this process's cores (threads): for
-    per-frame numpy statistics of frames already in memory (medians,
-    counts), which release the GIL and would otherwise run one after
-    another on one core while the others idle. Same results, same order.
-
-    Example
-    -------
-    >>> frame_map(lambda a: float(np.median(a)), [np.arange(3.0), np.ones(4)])
-    [1.0, 1.0]
-    """
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    items = list(items)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    if cores < 2 or len(items) < 2:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(min(cores, len(items)), thread_name_prefix="crdask-frames") as pool:
-        return list(pool.map(fn, items))
 
 
 class FrameRejected(Exception):
@@ -124,12 +99,12 @@ def master_flat(preps, setup, bias, dark, filt, *, label=None, setup_name=None):
         if dark is not None:
             f = f - dark.data * np.float32(p.exptime)
         return f
-    frames = frame_map(corrected, preps)   # numpy in memory: side by side
+    frames = thread_map(corrected, preps)   # numpy in memory: side by side
     region = flat_region(setup, frames[0].shape)
     if any(isinstance(f, da.Array) for f in frames):
         levels = dask.compute(*[nanmedian(f[region]) for f in frames])
     else:   # in memory: the medians side by side
-        levels = frame_map(lambda f: nanmedian(f[region]), frames)
+        levels = thread_map(lambda f: nanmedian(f[region]), frames)
     bad = [(p, lv) for p, lv in zip(preps, levels) if not lv > 0]
     if bad:
         raise FrameRejected(f"{bad[0][0].path}: flat level {bad[0][1]:.3g} e- is not positive")

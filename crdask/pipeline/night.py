@@ -335,6 +335,7 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
     _remove_leftovers(out)
     plan = plan_night(wf, ledger)
     catalog = plan["catalog"]
+    hashed = ledger.prefetch(s["file"] for s in plan["science"] if s["state"] != "done")
     warnings = catalog_warnings(catalog)
     for line in warnings:
         log(f"crdask: warning: {line}")
@@ -410,6 +411,7 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
             failures.append({"file": os.path.basename(path), "reason": why})
             frames.append({"file": os.path.basename(path), "type": "science", "group": None,
                            "status": "set aside", "error": why})
+        hashed.result()   # the closures below then read the checksum cache
         futures, skipped, skipped_groups = _submit_science(
             client, wf, ledger, sci_infos, master_paths, threads, resources, plan["labels"])
         arc_futures = submit_arcs(client, wf, ledger, arcs, master_paths, threads,

@@ -1,0 +1,38 @@
+"""Side-by-side work on this process's cores, for numpy and hashing (layer 4).
+
+:func:`thread_map` runs a function over a few dozen items (frames in memory,
+files to hash) on threads: numpy's reductions and partitions and hashlib
+release the GIL, so on a machine with several cores they no longer run one
+after another while the other cores idle. Not for Dask graphs (those go
+through the active scheduler) and not for Python-heavy work (the GIL).
+
+Example
+-------
+>>> thread_map(len, ["ab", "c"])
+[2, 1]
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["thread_map", "usable_cores"]
+
+
+def usable_cores():
+    """Cores this process may run on (its CPU affinity; at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def thread_map(fn, items):
+    """``[fn(x) for x in items]``, on up to :func:`usable_cores` threads;
+    same results, same order, the first exception raised as it would be
+    in the loop."""
+    items = list(items)
+    cores = usable_cores()
+    if cores < 2 or len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(cores, len(items)), thread_name_prefix="crdask-map") as pool:
+        return list(pool.map(fn, items))
