@@ -28,8 +28,9 @@ Example
 import numpy as np
 from numba import njit
 
-__all__ = ["stack_stats", "sort_small", "sim_xy", "sorted_xy", "hist2d_bin",
-           "masked_mean_var_kernel", "base_stats_kernel", "dilate8", "keep_touching", "label8", "hist2d_add"]
+__all__ = ["stack_stats", "sort_small", "load_sum", "sorted_median", "sim_xy", "sorted_xy",
+           "hist2d_bin", "masked_mean_var_kernel", "base_stats_kernel", "dilate8",
+           "keep_touching", "label8", "hist2d_add"]
 
 
 @njit(cache=True, nogil=True)
@@ -42,6 +43,28 @@ def sort_small(v):
             v[b + 1] = v[b]
             b -= 1
         v[b + 1] = x
+
+
+@njit(cache=True, nogil=True, inline="always")
+def load_sum(stack, j, i, v):
+    """Copy pixel ``(j, i)`` of every exposure of ``stack`` into ``v`` and
+    return their float32 sum in frame order (numpy's axis-0 order)."""
+    s = np.float32(0.0)
+    for k in range(stack.shape[0]):
+        x = stack[k, j, i]
+        v[k] = x
+        s = np.float32(s + x)
+    return s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def sorted_median(v):
+    """numpy's median of the sorted float32 ``v``: the middle value, or the
+    float32 mean of the two middle ones for an even length."""
+    n = v.shape[0]
+    if n % 2 == 1:
+        return v[n // 2]
+    return np.float32(np.float32(v[n // 2 - 1] + v[n // 2]) / np.float32(2.0))
 
 
 @njit(cache=True, nogil=True)
@@ -69,22 +92,14 @@ def stack_stats(stack, ncoinc):
     v = np.empty(n, np.float32)
     for j in range(ny):
         for i in range(nx):
-            s = f32(0.0)
-            for k in range(n):
-                x = stack[k, j, i]
-                v[k] = x
-                s = f32(s + x)
-            m = f32(s / f32(n))
+            m = f32(load_sum(stack, j, i, v) / f32(n))
             mea[j, i] = m
             sort_small(v)
             t = f32(0.0)
             for k in range(kept):
                 t = f32(t + v[k])
             mn2[j, i] = f32(t / f32(kept))
-            if n % 2 == 1:
-                med[j, i] = v[n // 2]
-            else:
-                med[j, i] = f32(f32(v[n // 2 - 1] + v[n // 2]) / f32(2.0))
+            med[j, i] = sorted_median(v)
             mx[j, i] = v[n - 1]
             mn[j, i] = v[0]
             md = 0.0
@@ -340,12 +355,7 @@ def base_stats_kernel(stack):
     v = np.empty(n, np.float32)
     for j in range(ny):
         for i in range(nx):
-            s = f32(0.0)
-            for k in range(n):
-                x = stack[k, j, i]
-                v[k] = x
-                s = f32(s + x)
-            m = f32(s / fn)
+            m = f32(load_sum(stack, j, i, v) / fn)
             q = f32(0.0)
             for k in range(n):
                 d = f32(stack[k, j, i] - m)
@@ -354,8 +364,5 @@ def base_stats_kernel(stack):
             var[j, i] = f32(q / fd)
             sort_small(v)
             mn[j, i] = v[0]
-            if n % 2 == 1:
-                med[j, i] = v[n // 2]
-            else:
-                med[j, i] = f32(f32(v[n // 2 - 1] + v[n // 2]) / f32(2.0))
+            med[j, i] = sorted_median(v)
     return mn, med, mea, var
