@@ -16,8 +16,8 @@ def is_ccddata(obj):
     ``astropy.nddata`` (0.2-0.3 s, paid inside the first L.A.Cosmic call of
     every process, with the other threads of a parallel run waiting on the
     import lock): if the module was never imported, no CCDData exists."""
-    nddata = sys.modules.get("astropy.nddata")
-    return nddata is not None and isinstance(obj, nddata.CCDData)
+    cls = getattr(sys.modules.get("astropy.nddata"), "CCDData", None)
+    return cls is not None and isinstance(obj, cls)   # (None while mid-import)
 
 
 def check_choice(name, value, allowed):

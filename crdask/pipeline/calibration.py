@@ -59,7 +59,7 @@ from ..io.raw import open_lazy, read_header
 from ..io.sections import header_section, parse_section
 from .amplifier_frames import amplifier_frame
 from .master_frames import (FrameRejected, Master, bad_pixel_mask, master_flat, nanmedian,
-                            setup_bad_pixels)
+                            per_frame, setup_bad_pixels)
 from .master_frames import central as _central
 from .master_frames import combine_frames as _combine
 from .master_frames import where as _where
@@ -357,8 +357,8 @@ def master_bias(preps, setup):
 
 def master_dark(preps, setup, bias):
     """Master dark current (e-/s) from bias-subtracted darks / EXPTIME."""
-    # numpy in memory: the frames side by side (lazy: just the graph)
-    frames = thread_map(lambda p: (p.data - bias.data) / np.float32(p.exptime), preps)
+    frames = per_frame(lambda p: (p.data - bias.data) / np.float32(p.exptime), preps,
+                       [p.data for p in preps] + [bias.data])
     data, count = _combine(frames, setup, "dark")
     t = float(np.median([p.exptime for p in preps]))
     rn = float(np.median([p.readnoise for p in preps]))

@@ -22,7 +22,8 @@ from .spectro_masters import dispersion_axis, frame_mode, response_flat
 from .threads import thread_map
 
 __all__ = ["FrameRejected", "Master", "where", "central", "flat_region", "combine_frames",
-           "master_flat", "bad_pixel_mask", "hot_pixels", "setup_bad_pixels", "nanmedian"]
+           "master_flat", "bad_pixel_mask", "hot_pixels", "setup_bad_pixels", "nanmedian",
+           "per_frame"]
 
 
 def nanmedian(a):
@@ -39,6 +40,16 @@ def nanmedian(a):
     if isinstance(a, da.Array):
         return da.nanmedian(a.rechunk(-1), axis=(0, 1))
     return np.nanmedian(a)
+
+
+def per_frame(fn, items, arrays):
+    """``[fn(x) for x in items]``: side by side on this process's threads
+    (:func:`crdask.pipeline.threads.thread_map`) when every array of
+    ``arrays`` is in memory (numpy arithmetic releases the GIL), else one
+    after another (Dask arrays: only graphs are built)."""
+    if any(isinstance(a, da.Array) for a in arrays):
+        return [fn(x) for x in items]
+    return thread_map(fn, items)
 
 
 class FrameRejected(Exception):
@@ -99,7 +110,8 @@ def master_flat(preps, setup, bias, dark, filt, *, label=None, setup_name=None):
         if dark is not None:
             f = f - dark.data * np.float32(p.exptime)
         return f
-    frames = thread_map(corrected, preps)   # numpy in memory: side by side
+    frames = per_frame(corrected, preps, [p.data for p in preps]
+                       + [m.data for m in (bias, dark) if m is not None])
     region = flat_region(setup, frames[0].shape)
     if any(isinstance(f, da.Array) for f in frames):
         levels = dask.compute(*[nanmedian(f[region]) for f in frames])
