@@ -374,26 +374,38 @@ def test_tls_local_cluster_with_temporary_certificate():
 # --------------------------------------------------------------------------- SLURMRunner
 
 @pytest.mark.slow
-def test_slurm_runner_ranks(night, tmp_path):
+@pytest.mark.parametrize("half_written", [False, True])
+def test_slurm_runner_ranks(night, tmp_path, half_written):
     """``srun -n 4 python -m crdask run night.yaml --cluster slurm-runner``
     without SLURM: the four tasks are started here with the variables srun
     gives each (SLURM_PROCID, SLURM_NTASKS, SLURM_JOB_ID); dask-jobqueue's
     real SLURMRunner gives them their roles. Every rank exits with the
-    night's status; the client rank reduced the night."""
+    night's status; the client rank reduced the night.
+
+    ``half_written``: the scheduler file exists but is still empty when the
+    other ranks start (the scheduler rank writes it in place, and starts
+    last here). dask-jobqueue's client rank reads it as soon as it exists:
+    without crdask's wait it died of a JSON error and the other three ranks
+    waited for it forever (seen once in CI on this 2-core machine)."""
     raw, _ = night
     stems = science_stems(raw)
     out = tmp_path / "out"
     wf = write_workflow(tmp_path / "night.yaml", raw, out,
                         execution={"threads_per_worker": 1})
-    procs = []
-    for rank in range(4):
+    if half_written:
+        (tmp_path / "scheduler-4242.json").write_text("")
+    procs = {}
+    for rank in ((1, 2, 3, 0) if half_written else range(4)):
+        if rank == 0 and half_written:
+            time.sleep(2.0)                 # the others are waiting on the file by now
         env = {**ENV, "SLURM_PROCID": str(rank), "SLURM_NTASKS": "4", "SLURM_JOB_ID": "4242"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "crdask", "run", str(wf),
-                                       "--cluster", "slurm-runner"], cwd=tmp_path, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, start_new_session=True))
+        procs[rank] = subprocess.Popen([sys.executable, "-m", "crdask", "run", str(wf),
+                                        "--cluster", "slurm-runner"], cwd=tmp_path, env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, start_new_session=True)
+    procs = [procs[rank] for rank in range(4)]
     try:
-        texts = [p.communicate(timeout=900)[0] for p in procs]
+        texts = [p.communicate(timeout=300)[0] for p in procs]
     finally:
         for p in procs:
             stop(p)

@@ -328,6 +328,27 @@ def _connect_deployer(kind, *, workers, adapt, threads, security, worker_wait, l
                                                  "per task")
 
 
+def _await_scheduler_file(path, timeout):
+    """Wait (up to ``timeout`` s) until the scheduler rank's file holds
+    complete JSON. dask-jobqueue's runner reads it as soon as it exists,
+    and the scheduler writes it in place: a client rank that reads it half
+    written dies of a JSON error and leaves the scheduler and worker ranks
+    waiting for it until the job's walltime (seen on a loaded 2-core
+    machine). A missing file after ``timeout`` is left to the runner."""
+    import json
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                if isinstance(json.load(fh).get("address"), str):
+                    return
+        except (OSError, ValueError, AttributeError):
+            pass
+        time.sleep(0.1)
+
+
 def _connect_runner(kind, *, scheduler_file, threads, memory_limit, worker_wait, log):
     """Only the client rank returns; the scheduler and worker ranks serve
     until the client closes the runner, then exit (status 0)."""
@@ -340,17 +361,26 @@ def _connect_runner(kind, *, scheduler_file, threads, memory_limit, worker_wait,
     worker = {"nthreads": threads, "local_directory": os.environ.get("TMPDIR") or None}
     if memory_limit:
         worker["memory_limit"] = memory_limit
+    if os.environ.get("SLURM_PROCID", "0") != "0":
+        _await_scheduler_file(sched_file.format(job_id=os.environ.get("SLURM_JOB_ID", "")),
+                              worker_wait)
     try:
         runner = cls(scheduler_file=sched_file, worker_options=worker,
                      scheduler_options={"dashboard_address": "127.0.0.1:0"})
     except Exception as e:   # e.g. not inside srun (no SLURM_PROCID)
         raise ClusterError(f"cluster kind {kind!r}: {type(e).__name__}: "
                            f"{(str(e).splitlines() or [''])[0]}") from None
-    client = Client(runner)
-    where = f"{kind} (scheduler {client.scheduler.address}, on {socket.gethostname()})"
-    # every worker rank of the job, so the night is spread over all of them
-    # from its first task (and the report names the job's real size)
-    _wait_for_workers(client, where, worker_wait, log, n=max(1, int(runner.n_workers)))
+    try:
+        client = Client(runner)
+        where = f"{kind} (scheduler {client.scheduler.address}, on {socket.gethostname()})"
+        # every worker rank of the job, so the night is spread over all of
+        # them from its first task (and the report names the job's real size)
+        _wait_for_workers(client, where, worker_wait, log, n=max(1, int(runner.n_workers)))
+    except BaseException:
+        # the scheduler and worker ranks serve until the client closes the
+        # runner: without this they would hold the job until its walltime
+        runner.close()
+        raise
     return Cluster(client=client, kind=kind, threads=threads, resources=None,
                    _owned=[runner], description=f"{where}: {len(client.nthreads())} "
                                                 f"worker(s)")
