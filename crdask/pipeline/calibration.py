@@ -64,7 +64,6 @@ from .master_frames import central as _central
 from .master_frames import combine_frames as _combine
 from .master_frames import where as _where
 from .spectro_masters import RESPONSE_DEFAULTS, night_labels
-from .threads import thread_map
 
 __all__ = ["CalibSetup", "FrameRejected", "electrons", "build_masters"]
 
@@ -305,10 +304,7 @@ def _drop_empty(preps, rejected, kind, floor=None):
     def look(p):
         c = p.data[_central(p.data.shape)]
         return np.isfinite(c).sum(), (nanmedian(c) if floor is not None else None)
-    if any(isinstance(p.data, da.Array) for p in preps):
-        stats = dask.compute(*[look(p) for p in preps])
-    else:
-        stats = thread_map(look, preps)
+    stats = per_frame(look, preps, [p.data for p in preps], compute=True)
     kept = []
     for p, (nfin, med) in zip(preps, stats):
         if nfin == 0:

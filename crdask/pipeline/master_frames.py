@@ -42,13 +42,15 @@ def nanmedian(a):
     return np.nanmedian(a)
 
 
-def per_frame(fn, items, arrays):
+def per_frame(fn, items, arrays, compute=False):
     """``[fn(x) for x in items]``: side by side on this process's threads
     (:func:`crdask.pipeline.threads.thread_map`) when every array of
     ``arrays`` is in memory (numpy arithmetic releases the GIL), else one
-    after another (Dask arrays: only graphs are built)."""
+    after another (Dask arrays: only graphs are built), then, with
+    ``compute``, computed together in one ``dask.compute``."""
     if any(isinstance(a, da.Array) for a in arrays):
-        return [fn(x) for x in items]
+        out = [fn(x) for x in items]
+        return list(dask.compute(*out)) if compute else out
     return thread_map(fn, items)
 
 
@@ -113,10 +115,7 @@ def master_flat(preps, setup, bias, dark, filt, *, label=None, setup_name=None):
     frames = per_frame(corrected, preps, [p.data for p in preps]
                        + [m.data for m in (bias, dark) if m is not None])
     region = flat_region(setup, frames[0].shape)
-    if any(isinstance(f, da.Array) for f in frames):
-        levels = dask.compute(*[nanmedian(f[region]) for f in frames])
-    else:   # in memory: the medians side by side
-        levels = thread_map(lambda f: nanmedian(f[region]), frames)
+    levels = per_frame(lambda f: nanmedian(f[region]), frames, frames, compute=True)
     bad = [(p, lv) for p, lv in zip(preps, levels) if not lv > 0]
     if bad:
         raise FrameRejected(f"{bad[0][0].path}: flat level {bad[0][1]:.3g} e- is not positive")

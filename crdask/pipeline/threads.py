@@ -15,23 +15,15 @@ Example
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["thread_map", "usable_cores"]
-
-
-def usable_cores():
-    """Cores this process may run on (its CPU affinity; at least 1)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+__all__ = ["thread_map"]
 
 
 def thread_map(fn, items):
-    """``[fn(x) for x in items]``, on up to :func:`usable_cores` threads;
+    """``[fn(x) for x in items]``, on up to ``os.cpu_count()`` threads;
     same results, same order, the first exception raised as it would be
     in the loop."""
     items = list(items)
-    cores = usable_cores()
+    cores = os.cpu_count() or 1
     if cores < 2 or len(items) < 2:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(min(cores, len(items)), thread_name_prefix="crdask-map") as pool:
