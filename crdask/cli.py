@@ -338,8 +338,9 @@ def _run(ctx, wf, *, restart=False, progress=None, performance_report=None):
               help="Threads per worker.")
 @click.option("--memory-limit", default=None, help="Memory limit per worker, e.g. 4GiB.")
 @click.option("--processes/--no-processes", default=None,
-              help="Local cluster: workers as processes (default) or as threads of this "
-                   "process (less start-up CPU; the kernels release the GIL).")
+              help="Local cluster: workers as threads of this process (default: one "
+                   "start-up, the kernels release the GIL) or as processes (a worker "
+                   "that dies is replaced and its frame retried).")
 @click.option("--cluster", default=None, type=click.Choice(CLUSTER_CHOICES),
               help="Cluster to start: local (default), or SLURM/PBS jobs (dask-jobqueue) or "
                    "Kubernetes pods (dask-kubernetes) from Dask's configuration; "

@@ -344,15 +344,16 @@ def test_threaded_local_cluster_listens_on_localhost_only():
 
 @pytest.mark.slow
 def test_threaded_local_night_equals_worker_processes(night, tmp_path):
-    """``crdask run --no-processes``: the same outputs, bit for bit, as the
-    default worker processes; the report names the task slots."""
+    """``crdask run`` (threaded workers, the default): the same outputs, bit
+    for bit, as ``--processes`` (worker processes); the reports name the
+    workers and task slots of each."""
     raw, _ = night
     stems = science_stems(raw)
     ref = write_workflow(tmp_path / "ref.yaml", raw, tmp_path / "ref")
-    done = crdask_cli("run", ref, "--workers", "2", cwd=tmp_path)
+    done = crdask_cli("run", ref, "--workers", "2", "--processes", cwd=tmp_path)
     assert done.returncode == 0, show(done)
     wf = write_workflow(tmp_path / "night.yaml", raw, tmp_path / "out")
-    done = crdask_cli("run", wf, "--workers", "2", "--no-processes", cwd=tmp_path)
+    done = crdask_cli("run", wf, "--workers", "2", cwd=tmp_path)
     assert done.returncode == 0, show(done)
     assert_same_outputs(tmp_path / "out", tmp_path / "ref", stems)
     rec = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -280,7 +280,9 @@ def test_end_to_end_report(e2e):
         assert len(masters[key]["inputs"]) == n, masters[key]
         assert Path(masters[key]["path"]).is_file()
     assert set(masters["dark"]["inputs"]) == {p.name for p in raw.glob("dark_*.fits")}
-    assert rec["scheduler"]["kind"] == "LocalCluster" and rec["scheduler"]["workers"] == 2
+    # the default local cluster: one threaded worker, a task slot per --workers
+    assert rec["scheduler"]["kind"] == "LocalCluster" and rec["scheduler"]["task_slots"] == 2
+    assert rec["scheduler"]["workers"] == 1
     # the command line summary
     run = e2e["run"]
     assert f"{N_SCIENCE_SMALL} science frame(s) reduced" in run.stdout
@@ -324,8 +326,9 @@ def test_resume_after_sigkill(night_b, ref_b, tmp_path):
     out = tmp_path / "out"
     wf = write_workflow(tmp_path / "night.yaml", raw, out, truth)
     log = open(tmp_path / "killed.log", "w")
+    # worker processes: the kill must take them with the run (its process group)
     proc = subprocess.Popen([sys.executable, "-m", "crdask", "run", str(wf), "--workers", "1",
-                             "--threads-per-worker", "1"], cwd=tmp_path, env=ENV,
+                             "--threads-per-worker", "1", "--processes"], cwd=tmp_path, env=ENV,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 300

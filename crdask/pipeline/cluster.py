@@ -5,7 +5,8 @@ Every command (``crdask run``, ``lacosmic``, ``cr2images``, ``crmasks``,
 kinds:
 
 ``local`` (the default)
-    a ``LocalCluster`` of worker processes on this machine, sized by
+    a ``LocalCluster`` on this machine (worker processes, or with
+    ``processes=False`` one threaded worker in this process), sized by
     :func:`local_cluster_size` (never more workers than tasks, the cores
     shared out as threads, at least 2 GiB per worker), scheduler and
     dashboard bound to localhost;
@@ -422,12 +423,14 @@ def connect(*, scheduler=None, scheduler_file=None, workers=None,
     adapt : dict, optional
         ``{"minimum": m, "maximum": n}`` workers: an adaptive batch cluster.
     processes : bool
-        A local cluster's workers as processes (True, the default: a worker
-        that dies is replaced and its tasks retried) or as threads of this
-        process (False: one worker with a task slot per would-be process,
-        so the same number of frames run at once; the process is started
-        and its numba cache loaded once instead of once per worker, which
-        on a 2-core machine is a third of a short night's CPU).
+        A local cluster's workers as processes (True, the default here and
+        for the archive's long runs: a worker that dies is replaced and its
+        tasks retried) or as threads of this process (False, the default of
+        a night's workflow, ``execution.processes``: one worker with a task
+        slot per would-be process, so the same number of frames run at
+        once; the process is started and its numba cache loaded once
+        instead of once per worker, which on a 2-core machine is a third of
+        a short night's CPU).
     set_as_default : bool
         Make a local cluster's client Dask's default scheduler (True). The
         archive starts its LocalCluster in a thread while the first nights'
