@@ -266,6 +266,28 @@ def test_large_frame_preview_is_small_fast_and_keeps_single_pixel_crs(tmp_path):
     assert n_blobs >= 35   # max-pooled: (almost) every lone CR survives 4x binning
 
 
+@pytest.mark.parametrize("n", [12, 3000])
+def test_cr_counts_chart_draws_every_frame(tmp_path, n):
+    """One bar a frame (12 frames, named under the axis); thousands of frames
+    in fewer screen columns: each column the maximum of its frames, so the
+    one frame with ten times the others' CRs stands out wherever it is."""
+    counts = [(f"sci_{i:05d}.fits", 100 + (i % 7)) for i in range(n)]
+    peak = n * 2 // 3
+    counts[peak] = (counts[peak][0], 1000)
+    (path,) = pv.make_previews(tmp_path, {"cr_counts": counts})
+    img = _check_png(path)[..., :3]
+    bar = (np.abs(img[..., 0] - 0xc0 / 255) < 0.02) & (np.abs(img[..., 1] - 0x39 / 255) < 0.02)
+    cols = np.nonzero(bar.any(axis=0))[0]
+    assert len(cols) > 0.6 * img.shape[1]          # the bars span the plot
+    heights = bar.sum(axis=0)
+    tall = np.nonzero(heights > 0.5 * heights.max())[0]
+    # only the peak frame's bar is tall, at its place along the night
+    assert tall.max() - tall.min() < max(0.05, 1.0 / n) * img.shape[1]   # one bar's slot
+    frac = (tall.mean() - cols.min()) / (cols.max() - cols.min())
+    assert abs(frac - peak / (n - 1)) < 0.05, frac
+    assert heights[tall].min() > 5 * np.median(heights[cols])
+
+
 def test_broken_preview_is_reported_not_fatal(tmp_path):
     import matplotlib  # noqa: F401  (plot extra, installed with the tests)
     prev = {"masters": {"bias": np.zeros(5), "dark": np.ones((50, 60))},
