@@ -51,8 +51,10 @@ def demo(ctx, directory, size, science, seed, frame):
     result = run_night(str(wf_path), log=click.echo)
     rec = result.record
     sci = [f for f in rec["frames"] if f.get("type") == "science"]
+    sch = rec["scheduler"]
     click.echo(f"reduced {len(sci)} science frames in {rec['seconds']:.1f} s "
-               f"({rec['scheduler']['workers']} worker process(es))")
+               f"({sch.get('task_slots', sch['workers'])} frame(s) at a time on "
+               f"{sch['workers']} worker(s))")
     if rec.get("cr_summary"):
         c = rec["cr_summary"]
         click.echo(f"cosmic rays vs truth: recall {100 * c['recall']:.1f}%, "

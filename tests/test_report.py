@@ -314,3 +314,23 @@ def test_without_matplotlib_no_pngs_and_the_report_says_why(tmp_path, monkeypatc
     assert "previews need the plot extra: pip install crdask[plot]" in md
     assert json.load(open(paths["json"])) == rec
     _no_temp_files(tmp_path)
+
+
+def test_end_of_run_cleanup_leaves_the_live_previews_writing(tmp_path):
+    """The night's clean-up after its frames (temporary files of writers
+    killed mid-write) runs while the previews' thread may still be writing
+    a PNG: that temporary file must survive it (it did not, and the preview
+    was lost with "no such file or directory"); the clean-up at the start of
+    a run, when nothing writes, removes it."""
+    from crdask.io.atomic import temp_name_for
+    from crdask.pipeline.night import _remove_leftovers
+
+    (tmp_path / "previews").mkdir()
+    png = temp_name_for(tmp_path / "previews" / "frame_x.png")
+    fits_tmp = temp_name_for(tmp_path / "x_cal.fits")
+    for p in (png, fits_tmp):
+        open(p, "wb").close()
+    _remove_leftovers(tmp_path, previews=False)
+    assert os.path.exists(png) and not os.path.exists(fits_tmp)
+    _remove_leftovers(tmp_path)
+    assert not os.path.exists(png)

@@ -431,7 +431,9 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
             if s["status"] in ("failed", "set aside"):
                 failures.append({"file": s["file"], "reason": s["error"]})
             frames.append(s)
-        _remove_leftovers(out)  # e.g. of a worker killed mid-write during this run
+        # e.g. of a worker killed mid-write during this run; not the previews,
+        # which the live previews' thread may be writing now
+        _remove_leftovers(out, previews=False)
         stack.close()         # the performance report is written here
     finally:
         if handle is not None:
@@ -472,13 +474,16 @@ def _scheduler_info(client, local, threads, log):
                               for w in workers.values())}
 
 
-def _remove_leftovers(out):
+def _remove_leftovers(out, previews=True):
     """Delete what writers killed mid-write left behind: hidden ``.*.tmp``
-    files of atomic writes (outputs, ledger) and Zarr's partial files. Only
-    called while no task of this run is writing."""
+    files of atomic writes (outputs, ledger, with ``previews`` the previews
+    too) and Zarr's partial files. Only called while no task of this run is
+    writing (``previews=False`` while the previews' thread still may)."""
     from ..io.atomic import is_temp_name
 
-    for d in (out, out / "ledger", out / "ledger" / "sha256", out / "previews"):
+    dirs = (out, out / "ledger", out / "ledger" / "sha256") + ((out / "previews",)
+                                                              if previews else ())
+    for d in dirs:
         if d.is_dir():
             for p in d.iterdir():
                 if p.is_file() and is_temp_name(p.name):
