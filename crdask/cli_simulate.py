@@ -53,7 +53,7 @@ def demo(ctx, directory, size, science, seed, frame):
     sci = [f for f in rec["frames"] if f.get("type") == "science"]
     sch = rec["scheduler"]
     click.echo(f"reduced {len(sci)} science frames in {rec['seconds']:.1f} s "
-               f"({sch.get('task_slots', sch['workers'])} frame(s) at a time on "
+               f"({sch['task_slots']} frame(s) at a time on "
                f"{sch['workers']} worker(s))")
     if rec.get("cr_summary"):
         c = rec["cr_summary"]

@@ -384,8 +384,8 @@ def _counts_png(path, counts):
     pw, ph = W - left - right, H - top - bottom
     sheet = _Sheet(W, H)
     d = sheet.draw
-    ticks = _nice_ticks(values.max() * 1.05 if values.max() > 0 else 1.0)
-    ymax = max(values.max() * 1.05, ticks[-1], 1e-9)
+    ymax = values.max() * 1.05 or 1.0   # (all zero: an empty axis up to 1)
+    ticks = _nice_ticks(ymax)
 
     def y_of(v):
         return top + ph - v / ymax * ph

@@ -661,7 +661,7 @@ def print_summary(s, runs, quality, diff, size, n_sci):
     print("  crdask phases (round 1): " + ", ".join(
         f"{k} {v:.1f} s" for k, v in ph.items() if v is not None)
         + f"; per-frame task {np.median(fs):.1f} s median ({sum(fs):.1f} s summed over "
-          f"{sch.get('task_slots', sch['workers'])} task slots on {sch['workers']} "
+          f"{sch['task_slots']} task slots on {sch['workers']} "
           f"worker(s))")
     if runs["baseline"]:
         ph = runs["baseline"][0]["phases"]
