@@ -161,7 +161,7 @@ def test_defaults_filled():
     assert setup.combine_kw == {**COMBINE_DEFAULTS, **ref.combine_kw}
     assert ref.combine_kw.items() <= setup.combine_kw.items()
     assert wf.keymap() == KeywordMap()
-    assert wf.execution.chunk_rows == 512 and wf.execution.intermediates is True
+    assert wf.execution.chunk_rows == 512 and wf.execution.intermediates is False
 
 
 def test_median_defaults_and_numbers_normalised():

@@ -263,6 +263,8 @@ def test_item4_damaged_intermediates_are_recomputed(night, tmp_path, base_raw):
     with a changed cosmics parameter: those frames are recomputed from raw (said
     so in the report), outputs equal a clean run with the new parameter."""
     raw, out, wf = night
+    keep = {"intermediates": True}   # every calibrated frame kept (not the default)
+    wf = write_workflow(wf, raw, out, execution=keep)
     run(wf)
     chunk_files(out, SCIENCE[0], "mask")[0].unlink()
     sci = chunk_files(out, SCIENCE[1], "sci")[0]
@@ -271,7 +273,7 @@ def test_item4_damaged_intermediates_are_recomputed(night, tmp_path, base_raw):
     sci.write_bytes(bytes(data))
     var = chunk_files(out, SCIENCE[2], "var")[0]
     var.write_bytes(var.read_bytes()[:1000])
-    wf = write_workflow(wf, raw, out, cosmics={"sigclip": 5.0})
+    wf = write_workflow(wf, raw, out, cosmics={"sigclip": 5.0}, execution=keep)
     proc = run(wf)
     assert "4 science frame(s) reduced" in proc.stdout, show(proc)
     report = (out / "report.json").read_text() + (out / "report.md").read_text()

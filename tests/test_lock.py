@@ -174,7 +174,8 @@ def finished(night, tmp_path_factory):
     intermediates: everything a second run could touch)."""
     raw, _ = night
     root = tmp_path_factory.mktemp("finished")
-    wf = write_workflow(root / "night.yaml", raw, root / "out")
+    wf = write_workflow(root / "night.yaml", raw, root / "out",
+                        execution={"intermediates": True})
     run = crdask_cli("run", wf, "--workers", "1", cwd=root)
     assert run.returncode == 0, show(run)
     assert (root / "out" / "intermediate.zarr").is_dir() and n_done(root / "out") == 6

@@ -334,3 +334,24 @@ def test_end_of_run_cleanup_leaves_the_live_previews_writing(tmp_path):
     assert os.path.exists(png) and not os.path.exists(fits_tmp)
     _remove_leftovers(tmp_path)
     assert not os.path.exists(png)
+
+
+def test_science_previews_without_intermediates_equal_those_kept(tmp_path):
+    """A run keeps no calibrated frames by default (``execution.intermediates:
+    false``): its before/after previews calibrate the raw frames again, and
+    must show exactly what a run that keeps them in the intermediates shows."""
+    from cluster_helpers import simulate
+    from crdask.pipeline.night import run_night
+
+    raw, _ = simulate(tmp_path / "night", n_science=2, seed=5)
+    pngs = {}
+    for keep in (False, True):
+        out = tmp_path / f"out_{keep}"
+        run = run_night({"version": 1, "inputs": {"directory": str(raw)}, "output": str(out),
+                         "execution": {"intermediates": keep, "workers": 1}},
+                        log=lambda m: None)
+        assert run.exit_code == 0
+        assert (out / "intermediate.zarr").is_dir() == keep
+        pngs[keep] = {p.name: p.read_bytes() for p in (out / "previews").glob("frame_*.png")}
+    assert len(pngs[False]) == 2 and all(b.startswith(PNG_MAGIC) for b in pngs[False].values())
+    assert pngs[False] == pngs[True]

@@ -53,6 +53,7 @@ import warnings
 
 import numpy as np
 
+from ..kernels.calibrate import NO_LEVEL, ROWS, adu_to_electrons
 from .fitting import robust_fit
 
 __all__ = [
@@ -191,15 +192,18 @@ def _fit_model(stat, *, offset, n_full, fit, order, fit_sigma, fit_iters):
 
 
 # --------------------------------------------------------------------------
-# subtraction (numpy, used by both paths)
+# subtraction (one Numba pass per block, used by both paths)
 # --------------------------------------------------------------------------
 
-def _subtract_rows(block, model):
-    return (np.asarray(block, dtype=np.float64) - model[:, None]).astype(np.float32)
-
-
-def _subtract_cols(block, model):
-    return (np.asarray(block, dtype=np.float64) - model[None, :]).astype(np.float32)
+def _apply(block, model, along, level, gain):
+    """The block's overscan model (ROWS/COLUMNS; None: none), level and
+    gain in one pass of :func:`~crdask.kernels.calibrate.adu_to_electrons`."""
+    block = np.ascontiguousarray(block)
+    if model is None:
+        along, model = NO_LEVEL, np.zeros(1)
+        block = block.astype(np.float32, copy=False)
+    return adu_to_electrons(block, np.ascontiguousarray(model, dtype=np.float64), along,
+                            level, gain)
 
 
 # --------------------------------------------------------------------------
@@ -324,10 +328,19 @@ def overscan_model(data, region, *, axis=None, statistic="median", clip_sigma=3.
 
 
 def subtract_overscan(data, region, *, axis=None, statistic="median", clip_sigma=3.0,
-                      clip_iters=5, fit=None, order=3, fit_sigma=3.0, fit_iters=3):
+                      clip_iters=5, fit=None, order=3, fit_sigma=3.0, fit_iters=3,
+                      level=0.0, gain=1.0):
     """Subtract the overscan model from every row (or column) of a frame.
 
-    Parameters are those of :func:`overscan_model`.
+    The other parameters are those of :func:`overscan_model`; these two
+    make it the whole ADU -> e- pass of a single-amplifier frame, in the
+    same pass over the pixels (:func:`crdask.kernels.calibrate.adu_to_electrons`):
+
+    region : as for :func:`overscan_model`, or None: no overscan model (the
+        frame is converted to float32 first).
+    level : float, ADU: a constant bias level subtracted after the model
+        (float32 arithmetic; 0 subtracts nothing).
+    gain : float, e-/ADU (> 0), multiplied last (float32; 1 leaves ADU).
 
     Returns
     -------
@@ -335,16 +348,33 @@ def subtract_overscan(data, region, *, axis=None, statistic="median", clip_sigma
         ``data - model`` in ADU, broadcast along rows (``axis=1``) or columns
         (``axis=0``); same shape as ``data``, overscan strip included (trim
         afterwards with :func:`trim`). Dask input gives a lazy Dask array with
-        the chunks of ``data``, equal bit for bit to the numpy result.
+        the chunks of ``data``, equal bit for bit to the numpy result. With
+        ``level`` and ``gain``: ``(data - model - level) * gain`` in e-,
+        rounded as those three steps one after another would be.
+
+    Example
+    -------
+    >>> raw = np.array([[103.0, 105.0, 100.0], [98.0, 99.0, 97.0]], np.float32)
+    >>> subtract_overscan(raw, (slice(None), slice(2, 3)), gain=2.0).tolist()
+    [[6.0, 10.0, 0.0], [2.0, 4.0, 0.0]]
     """
-    data, along, model = _model(data, region, axis, statistic, clip_sigma, clip_iters,
-                                fit, order, fit_sigma, fit_iters)
-    func = _subtract_rows if along == 0 else _subtract_cols
+    if not gain > 0:
+        raise ValueError(f"gain must be > 0 e-/ADU, got {gain!r}")
+    level, gain = np.float32(level), np.float32(gain)
+    if region is None:
+        data, along, model = _check_data(data), NO_LEVEL, None
+    else:
+        data, along, model = _model(data, region, axis, statistic, clip_sigma, clip_iters,
+                                    fit, order, fit_sigma, fit_iters)
     if not _is_dask(data):
-        return func(data, model)
+        return _apply(data, model, along, level, gain)
+    meta = np.empty((0, 0), dtype=np.float32)
+    if model is None:
+        return data.map_blocks(_apply, None, along, level, gain, dtype=np.float32, meta=meta)
     import dask.array as da
-    return da.blockwise(func, "ij", data, "ij", model, "i" if along == 0 else "j",
-                        dtype=np.float32, meta=np.empty((0, 0), dtype=np.float32))
+    return da.blockwise(_apply, "ij", data, "ij", model, "i" if along == ROWS else "j",
+                        along, None, level, None, gain, None,
+                        dtype=np.float32, meta=meta)
 
 
 def trim(data, section):

@@ -225,26 +225,27 @@ def electrons(path, setup, exptime=None):
         tsec = _section(header, setup.trim, path, setup, shape)
     except ValueError as e:
         raise FrameRejected(str(e).splitlines()[0]) from None
-    data = raw
-    if oscan is not None:
-        data = subtract_overscan(data, oscan, statistic=setup.overscan_statistic,
-                                 fit=setup.overscan_fit, order=setup.overscan_order)
-        notes.append(f"overscan {oscan} {setup.overscan_statistic}"
-                     + (f" {setup.overscan_fit}({setup.overscan_order})"
-                        if setup.overscan_fit else ""))
-    else:
-        notes.append("no overscan correction")
+    level = 0.0
     if setup.bias_level is not None:
         level = setup.bias_level
         if isinstance(level, str):
             level = _header_number(header, (level,), None, f"bias level ({level})", path, setup)
-        data = data - np.float32(level)
+    # overscan, bias level and gain in one pass over the pixels (the
+    # overscan strip's columns too: elementwise work commutes with the trim)
+    data = subtract_overscan(raw, oscan, statistic=setup.overscan_statistic,
+                             fit=setup.overscan_fit, order=setup.overscan_order,
+                             level=level, gain=gain)
+    if oscan is None:
+        notes.append("no overscan correction")
+    else:
+        fit = f" {setup.overscan_fit}({setup.overscan_order})" if setup.overscan_fit else ""
+        notes.append(f"overscan {oscan} {setup.overscan_statistic}{fit}")
+    if setup.bias_level is not None:
         notes.append(f"bias level {float(level):g} ADU subtracted")
     if tsec is not None:
         data = trim(data, tsec)
         saturated = trim(saturated, tsec)
         notes.append(f"trim {tsec}")
-    data = (data * np.float32(gain)).astype(np.float32)
     return Prepared(path=str(path), header=header, data=data, saturated=saturated,
                     gain=gain, readnoise=rn, exptime=exptime, notes=notes)
 

@@ -49,7 +49,8 @@ from .quality import QUALITY_KEYS, score_frame
 from .spectro_masters import frame_masters
 
 __all__ = ["process_science_frame", "process_arc_frame", "clean_frame", "merge_result",
-           "warm_worker", "warm_workers", "frame_stem", "unusable", "master_history", "calibrated_output", "arc_output"]
+           "warm_worker", "warm_workers", "frame_stem", "unusable", "master_history", "calibrated_output", "arc_output",
+           "calibrated_frame"]
 
 #: Mask bits whose pixels a cosmic-ray method must neither flag nor use.
 UNUSABLE_BITS = bits.BAD | bits.NONFINITE | bits.FLAT_INVALID | bits.SATURATED
@@ -225,6 +226,33 @@ def _calibrate(path, wf, prep, master_paths, exptime, label, arc=False):
                           flat_var=flat_var, bad=None if bpm is None else bpm != 0,
                           saturated=saturated)
     return cal.sci, cal.var, cal.mask
+
+
+def calibrated_frame(path, wf_dict, master_paths, exptime, label):
+    """A science frame calibrated as its frame task calibrates it (the same
+    code, so the same bits), before any cosmic-ray cleaning.
+
+    For what needs the calibrated frame after its task is gone without
+    keeping every frame in the intermediates: the report's before/after
+    previews. Raises as the task's calibration does.
+
+    Parameters
+    ----------
+    path : str, the raw file; wf_dict : dict, the workflow.
+    master_paths : dict, master key -> FITS path.
+    exptime : float, s; label : str, the frame's setup label (which flat).
+
+    Returns
+    -------
+    (sci, var, mask) : (ny, nx) float32 e-, float32 e-^2, uint8 mask bits.
+
+    Example
+    -------
+    >>> sci, var, mask = calibrated_frame("r1.fits", wf, paths, 30.0, "V")  # doctest: +SKIP
+    """
+    wf = load_workflow(wf_dict)
+    prep = electrons(path, wf.calib_setup(), exptime)
+    return _calibrate(path, wf, prep, master_paths, exptime, label)
 
 
 def process_science_frame(path, wf_dict, master_paths, exptime, filt, *, inputs,

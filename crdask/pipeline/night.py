@@ -47,12 +47,14 @@ from .calibration import check_frames
 from .cluster import TASK_RESOURCE, ClusterError, connect
 from .config import Workflow, config_hash, load_workflow
 from .arcs_step import arc_summaries, submit_arcs
-from .frame_task import calibrated_output, frame_stem, process_science_frame, warm_workers
+from .frame_task import (calibrated_frame, calibrated_output, frame_stem,
+                         process_science_frame, warm_workers)
 from .group_task import group_entry, group_inputs, process_group
 from .groups import group_exposures
 from .ledger import Ledger
 from .lock import OutputLock
 from .masters_step import calibration_frames, masters_current, masters_step
+from .process_tuning import night_process
 from .quality import QUALITY_KEYS, cr_summary
 from .report_previews import LivePreviews
 from .spectro_masters import frame_inputs, missing_flat_warnings, night_labels, setup_label
@@ -316,7 +318,8 @@ def run_night(config, client=None, *, restart=False, log=print, progress=None,
     night_inputs(wf)   # a bad folder, glob or output root: one line, nothing created
     # One run at a time per output folder (--restart too): a second run
     # raises OutputLocked, touching nothing (crdask.pipeline.lock).
-    with OutputLock(wf.output, command=f"crdask run {wf.source}", log=log):
+    with OutputLock(wf.output, command=f"crdask run {wf.source}", log=log), \
+            night_process(own_memory=client is None):
         return _reduce(wf, client, restart=restart, log=log, progress=progress,
                        performance_report=performance_report)
 
@@ -362,8 +365,8 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
     scheduler = None if starting else _scheduler_info(client, local, threads, log)
     groups = []
     master_info = {}
-    live = LivePreviews(out, IntermediateStore(out / "intermediate.zarr")
-                        if wf.execution.intermediates else None)
+    live = LivePreviews(out, out / "intermediate.zarr",
+                        before=_before_cleaning(wf, catalog, plan["labels"]))
     stack = contextlib.ExitStack()
     warm = []
     try:
@@ -462,6 +465,19 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
     }
     paths = write_report(out, record, preview_items=live.finish(frames), live=True)
     return NightRun(record, paths)
+
+
+def _before_cleaning(wf, catalog, labels):
+    """``before(file, master_paths)`` for the previews: a science frame
+    calibrated again from its raw file (:func:`~crdask.pipeline.frame_task.calibrated_frame`)."""
+    wf_dict = wf.to_dict()
+    science = {os.path.basename(i.path): i for i in catalog.science_like() if not i.error}
+
+    def before(file, master_paths):
+        info = science[file]
+        return calibrated_frame(info.path, wf_dict, master_paths, info.exptime,
+                                setup_label(labels, info))[0]
+    return before
 
 
 def _scheduler_info(client, local, threads, log):

@@ -7,22 +7,26 @@ draws them in one background thread of the client process instead: the
 masters as soon as they are written, the first science frames as soon as
 their tasks return, so by the time the last frame is done only the small
 "CR pixels per frame" chart is left to draw. The thread only reads finished
-files (the masters, a frame's output and its calibrated intermediate).
+files (the masters, a frame's output and its calibrated intermediate, if
+the run kept one; else it calibrates the raw frame again, 30 ms, with the
+frame task's own code).
 
 Example
 -------
->>> live = LivePreviews("out", store=None)          # doctest: +SKIP
+>>> live = LivePreviews("out", "out/intermediate.zarr", before=None)  # doctest: +SKIP
 >>> live.masters({"bias": "out/master_bias.fits"})  # doctest: +SKIP
 >>> items = live.finish(frames)                     # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..calib import bits
+from ..io.intermediates import IntermediateStore
 from .frame_task import frame_stem
 from .previews import plot_available, render
 
@@ -38,13 +42,19 @@ class LivePreviews:
     Parameters
     ----------
     out_dir : path, the run's output folder.
-    store : IntermediateStore or None, where the calibrated frames (before
-        CR cleaning) are; without it no science preview is drawn.
+    store : path, the run's Zarr intermediates, where a frame's calibrated
+        frame (before CR cleaning) may be kept.
+    before : callable or None
+        ``before(file, master_paths)``: the calibrated frame (e-, 2-D) of the
+        raw file named ``file`` (a base name), recomputed, for frames not in
+        ``store``. Without it only frames in ``store`` get a preview.
     """
 
-    def __init__(self, out_dir, store):
+    def __init__(self, out_dir, store, before=None):
         self.out_dir = out_dir
-        self.store = store
+        self.store = os.fspath(store)
+        self.before = before
+        self.master_paths = {}
         self.enabled = plot_available()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="crdask-previews") \
             if self.enabled else None
@@ -52,14 +62,16 @@ class LivePreviews:
         self._shown = set()
 
     def masters(self, master_paths):
-        """Queue the masters' previews."""
+        """Queue the masters' previews (and keep their paths, for
+        ``before``)."""
+        self.master_paths = dict(master_paths or {})
         if self.enabled and master_paths:
             self._jobs.append(self._pool.submit(self._masters, dict(master_paths)))
 
     def frame(self, summary):
         """Queue a science frame's preview if fewer than :data:`N_SCIENCE`
         are queued and the frame is finished."""
-        if not self.enabled or self.store is None or len(self._shown) >= N_SCIENCE:
+        if not self.enabled or len(self._shown) >= N_SCIENCE:
             return
         if summary.get("status") not in ("done", "skipped") or not summary.get("output"):
             return
@@ -67,7 +79,8 @@ class LivePreviews:
         if stem in self._shown:
             return
         self._shown.add(stem)
-        self._jobs.append(self._pool.submit(self._science, stem, summary["output"]))
+        self._jobs.append(self._pool.submit(self._science, stem, summary["file"],
+                                            summary["output"]))
 
     def finish(self, frames):
         """Queue what is left (frames skipped by this run, the CR-count
@@ -98,13 +111,17 @@ class LivePreviews:
         data = {key: fits.getdata(p) for key, p in sorted(master_paths.items())}
         return render(self.out_dir, {"masters": data})
 
-    def _science(self, stem, output):
+    def _science(self, stem, file, output):
         from astropy.io import fits
-        if not self.store.has_frame(stem):
+        store = IntermediateStore(self.store) if os.path.isdir(self.store) else None
+        if store is not None and store.has_frame(stem):
+            before = store.read_frame(stem)["sci"]
+        elif self.before is not None:
+            before = self.before(file, self.master_paths)
+        else:
             return []
         with fits.open(output) as hdul:
             after = hdul[0].data.astype(np.float32)
             crmask = (hdul["MASK"].data & bits.COSMIC_RAY) != 0
-        before = self.store.read_frame(stem)["sci"]
         return render(self.out_dir, {"science": [{"name": stem, "before": before,
                                                   "after": after, "crmask": crmask}]})
