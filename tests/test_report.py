@@ -338,9 +338,15 @@ def test_end_of_run_cleanup_leaves_the_live_previews_writing(tmp_path):
 
 def test_science_previews_without_intermediates_equal_those_kept(tmp_path):
     """A run keeps no calibrated frames by default (``execution.intermediates:
-    false``): its before/after previews calibrate the raw frames again, and
-    must show exactly what a run that keeps them in the intermediates shows."""
+    false``): the before/after previews calibrate the raw frames again
+    (:func:`crdask.pipeline.frame_task.calibrated_frame`), which must give
+    the very frame the task calibrated (as a run that keeps them has in its
+    intermediates), and the same previews whatever the setting."""
+    from astropy.io import fits
     from cluster_helpers import simulate
+    from crdask.io.intermediates import IntermediateStore
+    from crdask.pipeline.config import load_workflow
+    from crdask.pipeline.frame_task import calibrated_frame
     from crdask.pipeline.night import run_night
 
     raw, _ = simulate(tmp_path / "night", n_science=2, seed=5)
@@ -353,5 +359,14 @@ def test_science_previews_without_intermediates_equal_those_kept(tmp_path):
         assert run.exit_code == 0
         assert (out / "intermediate.zarr").is_dir() == keep
         pngs[keep] = {p.name: p.read_bytes() for p in (out / "previews").glob("frame_*.png")}
+    wf = load_workflow({"version": 1, "inputs": {"directory": str(raw)}, "output": str(out)})
+    store = IntermediateStore(out / "intermediate.zarr")
+    masters = {k: str(out / f"master_{k}.fits") for k in ("bias", "dark", "flat_V", "bpm")}
+    for path in sorted(raw.glob("sci_*.fits")):
+        kept = store.read_frame(path.name.split(".")[0])
+        exptime = float(fits.getval(path, "EXPTIME"))
+        again = calibrated_frame(str(path), wf.to_dict(), masters, exptime, "V")
+        for key, a in zip(("sci", "var", "mask"), again):
+            assert np.array_equal(a.view(np.uint8), kept[key].view(np.uint8)), (path, key)
     assert len(pngs[False]) == 2 and all(b.startswith(PNG_MAGIC) for b in pngs[False].values())
     assert pngs[False] == pngs[True]

@@ -365,8 +365,7 @@ def _reduce(wf, client, *, restart, log, progress, performance_report):
     scheduler = None if starting else _scheduler_info(client, local, threads, log)
     groups = []
     master_info = {}
-    live = LivePreviews(out, out / "intermediate.zarr",
-                        before=_before_cleaning(wf, catalog, plan["labels"]))
+    live = LivePreviews(out, before=_before_cleaning(wf, catalog, plan["labels"]))
     stack = contextlib.ExitStack()
     warm = []
     try:

@@ -7,26 +7,25 @@ draws them in one background thread of the client process instead: the
 masters as soon as they are written, the first science frames as soon as
 their tasks return, so by the time the last frame is done only the small
 "CR pixels per frame" chart is left to draw. The thread only reads finished
-files (the masters, a frame's output and its calibrated intermediate, if
-the run kept one; else it calibrates the raw frame again, 30 ms, with the
-frame task's own code).
+files (the masters and a frame's output) and calibrates the frame's raw
+file again for its "before" image (30 ms, the frame task's own code, so the
+same bits), rather than trusting a calibrated frame in the intermediates,
+which a run that keeps none would leave as an earlier run wrote it.
 
 Example
 -------
->>> live = LivePreviews("out", "out/intermediate.zarr", before=None)  # doctest: +SKIP
+>>> live = LivePreviews("out", before=None)          # doctest: +SKIP
 >>> live.masters({"bias": "out/master_bias.fits"})  # doctest: +SKIP
 >>> items = live.finish(frames)                     # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..calib import bits
-from ..io.intermediates import IntermediateStore
 from .frame_task import frame_stem
 from .previews import plot_available, render
 
@@ -42,17 +41,14 @@ class LivePreviews:
     Parameters
     ----------
     out_dir : path, the run's output folder.
-    store : path, the run's Zarr intermediates, where a frame's calibrated
-        frame (before CR cleaning) may be kept.
     before : callable or None
         ``before(file, master_paths)``: the calibrated frame (e-, 2-D) of the
-        raw file named ``file`` (a base name), recomputed, for frames not in
-        ``store``. Without it only frames in ``store`` get a preview.
+        raw file named ``file`` (a base name), before CR cleaning. Without it
+        no science frame gets a preview.
     """
 
-    def __init__(self, out_dir, store, before=None):
+    def __init__(self, out_dir, before=None):
         self.out_dir = out_dir
-        self.store = os.fspath(store)
         self.before = before
         self.master_paths = {}
         self.enabled = plot_available()
@@ -71,7 +67,7 @@ class LivePreviews:
     def frame(self, summary):
         """Queue a science frame's preview if fewer than :data:`N_SCIENCE`
         are queued and the frame is finished."""
-        if not self.enabled or len(self._shown) >= N_SCIENCE:
+        if not self.enabled or self.before is None or len(self._shown) >= N_SCIENCE:
             return
         if summary.get("status") not in ("done", "skipped") or not summary.get("output"):
             return
@@ -113,13 +109,7 @@ class LivePreviews:
 
     def _science(self, stem, file, output):
         from astropy.io import fits
-        store = IntermediateStore(self.store) if os.path.isdir(self.store) else None
-        if store is not None and store.has_frame(stem):
-            before = store.read_frame(stem)["sci"]
-        elif self.before is not None:
-            before = self.before(file, self.master_paths)
-        else:
-            return []
+        before = self.before(file, self.master_paths)
         with fits.open(output) as hdul:
             after = hdul[0].data.astype(np.float32)
             crmask = (hdul["MASK"].data & bits.COSMIC_RAY) != 0
