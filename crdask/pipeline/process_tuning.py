@@ -28,13 +28,15 @@ time there, and :func:`night_process` changes them for the length of a run:
   0.53 s -> 0.29 s of collections, all threads stopped during each);
   ``gc.unfreeze()`` and the old thresholds come back after.
 
-Both together, same night, four alternating runs each (2026-12-03, quiet):
-12.0 s -> 9.9 s, CPU 19.2 -> 15.8 s; the allocator alone 10.9 s.
+Both together (the freeze, before the larger young generation), same
+night, four alternating runs each (2026-12-03, quiet): 12.0 s -> 9.9 s, CPU
+19.2 -> 15.8 s; the allocator alone 10.9 s.
 
-Neither changes a result. Only :func:`crdask.pipeline.night.run_night`
-with a local cluster of its own calls this (a caller's own client keeps its
-process as it is), and worker processes keep Dask's settings (its nanny
-trims their memory on purpose, so its memory monitor sees what they use).
+Neither changes a result. :func:`crdask.pipeline.night.run_night` enters
+:func:`night_process`, with the allocator's settings only when it makes its
+own client (a caller's client keeps its process's allocator as it is);
+worker processes keep Dask's settings (its nanny trims their memory on
+purpose, so that its memory monitor sees what they use).
 
 Example
 -------
