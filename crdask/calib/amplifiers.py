@@ -65,7 +65,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .overscan import as_slices, overscan_model
+from ..kernels.calibrate import COLUMNS, ROWS, SCALAR
+from .overscan import as_slices, correct_bias, overscan_model
 
 __all__ = ["Amplifier", "AmplifierLayout", "AssembledFrame", "assemble_amplifiers"]
 
@@ -286,14 +287,9 @@ def _level_rows(data, dy, bias, axis, kw):
 
 def _correct(piece, level, along, gain):
     """(piece - level) as float32 ADU, then x gain as float32 e- (the same
-    two roundings as subtract_overscan followed by to_electrons)."""
-    if along == 0:
-        adu = (piece.astype(np.float64) - level[:, None]).astype(np.float32)
-    elif along == 1:
-        adu = (piece.astype(np.float64) - level[None, :]).astype(np.float32)
-    else:
-        adu = (piece.astype(np.float64) - np.float64(level)).astype(np.float32)
-    return (adu * np.float32(gain)).astype(np.float32)
+    two roundings as subtract_overscan followed by to_electrons), in one
+    pass: ``along`` 0 (a level per row), 1 (per column) or None (a number)."""
+    return correct_bias(piece, level, {0: ROWS, 1: COLUMNS, None: SCALAR}[along], gain=gain)
 
 
 def assemble_amplifiers(data, amplifiers, *, statistic="median", fit=None, order=3,

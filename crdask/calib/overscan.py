@@ -53,7 +53,7 @@ import warnings
 
 import numpy as np
 
-from ..kernels.calibrate import NO_LEVEL, ROWS, adu_to_electrons
+from ..kernels.calibrate import NO_LEVEL, ROWS, SCALAR, adu_to_electrons
 from .fitting import robust_fit
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "as_slices",
     "overscan_model",
     "subtract_overscan",
+    "correct_bias",
     "trim",
 ]
 
@@ -196,11 +197,11 @@ def _fit_model(stat, *, offset, n_full, fit, order, fit_sigma, fit_iters):
 # --------------------------------------------------------------------------
 
 def _apply(block, model, along, level, gain):
-    """The block's overscan model (ROWS/COLUMNS; None: none), level and
-    gain in one pass of :func:`~crdask.kernels.calibrate.adu_to_electrons`."""
+    """The block's bias model (see :func:`correct_bias`), level and gain in
+    one pass of :func:`~crdask.kernels.calibrate.adu_to_electrons`."""
     block = np.ascontiguousarray(block)
-    if model is None:
-        along, model = NO_LEVEL, np.zeros(1)
+    if along == NO_LEVEL:
+        model = np.zeros(1)
         block = block.astype(np.float32, copy=False)
     return adu_to_electrons(block, np.ascontiguousarray(model, dtype=np.float64), along,
                             level, gain)
@@ -358,19 +359,57 @@ def subtract_overscan(data, region, *, axis=None, statistic="median", clip_sigma
     >>> subtract_overscan(raw, (slice(None), slice(2, 3)), gain=2.0).tolist()
     [[6.0, 10.0, 0.0], [2.0, 4.0, 0.0]]
     """
+    if region is None:
+        return correct_bias(_check_data(data), None, NO_LEVEL, level=level, gain=gain)
+    data, along, model = _model(data, region, axis, statistic, clip_sigma, clip_iters,
+                                fit, order, fit_sigma, fit_iters)
+    return correct_bias(data, model, along, level=level, gain=gain)
+
+
+def correct_bias(data, model, along, *, level=0.0, gain=1.0):
+    """``(data - model - level) * gain`` as float32, in one pass over the pixels.
+
+    The subtraction of :func:`subtract_overscan`, for any bias model: also
+    each amplifier's (:func:`crdask.calib.amplifiers.assemble_amplifiers`).
+
+    Parameters
+    ----------
+    data : numpy.ndarray or dask.array.Array, shape (ny, nx), ADU.
+    model : the bias level in ADU (float64): 1-D, one per row (``along`` =
+        ``ROWS``) or per column (``COLUMNS``), numpy or Dask; a number
+        (``SCALAR``); or None (``NO_LEVEL``: ``data`` converted to float32).
+    along : ``ROWS``, ``COLUMNS``, ``SCALAR`` or ``NO_LEVEL``
+        (:mod:`crdask.kernels.calibrate`).
+    level : float, ADU, a constant subtracted after the model.
+    gain : float, e-/ADU (> 0), multiplied last.
+
+    Returns
+    -------
+    The same kind of array as ``data``, float32, each step rounded as done
+    one after another (:func:`crdask.kernels.calibrate.adu_to_electrons`);
+    Dask: the chunks of ``data``, the same bits as numpy.
+
+    Example
+    -------
+    >>> correct_bias(np.array([[3.0, 5.0]], np.float32), 1.0, SCALAR, gain=2.0).tolist()
+    [[4.0, 8.0]]
+    """
     if not gain > 0:
         raise ValueError(f"gain must be > 0 e-/ADU, got {gain!r}")
     level, gain = np.float32(level), np.float32(gain)
-    if region is None:
-        data, along, model = _check_data(data), NO_LEVEL, None
-    else:
-        data, along, model = _model(data, region, axis, statistic, clip_sigma, clip_iters,
-                                    fit, order, fit_sigma, fit_iters)
+    if model is None:
+        along = NO_LEVEL
+    elif along == SCALAR:
+        model = np.array([model], np.float64)
     if not _is_dask(data):
         return _apply(data, model, along, level, gain)
     meta = np.empty((0, 0), dtype=np.float32)
-    if model is None:
-        return data.map_blocks(_apply, None, along, level, gain, dtype=np.float32, meta=meta)
+    if along in (NO_LEVEL, SCALAR):
+        return data.map_blocks(_apply, model, along, level, gain, dtype=np.float32, meta=meta)
+    import dask.array as da
+    return da.blockwise(_apply, "ij", data, "ij", model, "i" if along == ROWS else "j",
+                        along, None, level, None, gain, None,
+                        dtype=np.float32, meta=meta)
     import dask.array as da
     return da.blockwise(_apply, "ij", data, "ij", model, "i" if along == ROWS else "j",
                         along, None, level, None, gain, None,
