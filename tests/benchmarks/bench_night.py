@@ -39,7 +39,10 @@ ways, each in a fresh subprocess, alternating their order round by round:
 * ``floor-cached``: the same with plain ``writeto`` into the page cache (not
   synced: what a crash can lose), printed beside it for comparison.
 
-Each output directory is deleted (untimed) after its run. Peak memory is the
+Each output directory is deleted (untimed) after its run, and every
+contestant starts after an untimed ``os.sync()``: no contestant pays for
+the write-back of another's outputs (the baseline and ``floor-cached``
+leave about 1 GB in the page cache, not yet on disk). Peak memory is the
 largest sum of RSS over the contestant's process tree (its process and any
 worker processes), sampled every 0.1 s, plus the contestant process' own
 ``VmHWM``. CPU seconds are user + system of the process and its reaped
@@ -426,6 +429,7 @@ def run_child(kind, raw, truth, out, workdir, timeout=7200, **kw):
     with open(spec_path, "w") as fh:
         json.dump({"raw": raw, "truth": truth, "out": out, "kw": kw}, fh)
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, spec_path]
+    os.sync()   # the previous contestant's outputs reach the disk before this one starts
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     for line in proc.stdout.splitlines():
